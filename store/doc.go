@@ -1,0 +1,56 @@
+// Package store is Hindsight's journal: one pebble database per repository
+// holding every block version a protected disk ever had, with the content of
+// those versions kept once per BLAKE3 hash in append-only segment files.
+//
+// # Repository layout
+//
+//	R/hindsight.json     marker: format version and creation time
+//	R/writer.lock        flock held by the one writer process (holder's pid inside)
+//	R/db/                pebble: the index (keys below)
+//	R/segments/N.seg     block content, appended in write order, never rewritten
+//	R/views/G/           pebble checkpoints published by the writer after each step
+//
+// Content lives outside the LSM so that compactions never rewrite block data,
+// and in write order so that an image imported sequentially is read back with
+// large sequential reads (measured in docs/PERFORMANCE.md).
+//
+// # Journal model
+//
+// Every change is a journal step with a repository-wide sequence number
+// (the order of truth) and a timestamp that strictly increases per timeline
+// (a consistency group; a lone disk is its own timeline). A step may write many
+// blocks (an import) or one (a captured write). The committed head is the
+// newest step whose batch was synced; everything above it is an orphan of an
+// interrupted step and is purged when the writer next opens the repository.
+//
+// The image of disk d at position p is, for each block b, the newest version
+// of b with seq ≤ p, else zeros. Versions are never modified after commit, so a
+// reader pinned at p sees the same bytes from any later view of the database.
+//
+// # Key schema
+//
+// All integers are big-endian and fixed width, so byte order is numeric order.
+// Timestamps are Unix nanoseconds with the sign bit flipped.
+//
+//	'm' name                         → meta value (head u64, nextdisk u32, …)
+//	'd' name                         → Disk as JSON
+//	'v' disk u32 | block u64 | ^seq u64 → version: hash [32] | location
+//	'j' seq u64 | disk u32 | block u64  → empty: the journal in time order
+//	't' timeline u32 | ts u64            → seq u64 | blocks u64: points, time order == seq order
+//	'b' disk u32 | name                 → Bookmark as JSON
+//	'h' hash [32]                        → location
+//
+// A location is flags u8 | seg u32 | off u64 | len u32: where the stored
+// (possibly zstd-compressed) content lies in the segment files.
+//
+//	's' seg u32                          → committed length u64 of that segment
+//
+// The inverted sequence in 'v' keys makes "newest version of b at or before p"
+// one SeekGE to (d, b, ^p). Zero blocks carry the zero flag and no content.
+//
+// # Processes
+//
+// One writer holds writer.lock and the pebble database. Other processes (the
+// FUSE tree, listings) open the newest view read-only: they hard-link its files
+// into a private directory, so the writer may delete old views at any time.
+package store

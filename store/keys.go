@@ -1,0 +1,78 @@
+package store
+
+import (
+	"encoding/binary"
+	"time"
+)
+
+const (
+	kindMeta     = 'm'
+	kindDisk     = 'd'
+	kindVersion  = 'v'
+	kindJournal  = 'j'
+	kindPoint    = 't'
+	kindBookmark = 'b'
+	kindHash     = 'h'
+	kindSegment  = 's'
+)
+
+var (
+	metaHead     = []byte{kindMeta, 'h', 'e', 'a', 'd'}
+	metaNextDisk = []byte{kindMeta, 'n', 'd', 'i', 's', 'k'}
+)
+
+func be32(b []byte, v uint32) []byte { return binary.BigEndian.AppendUint32(b, v) }
+func be64(b []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(b, v) }
+
+func diskKey(name string) []byte { return append([]byte{kindDisk}, name...) }
+
+func versionPrefix(disk uint32) []byte { return be32([]byte{kindVersion}, disk) }
+
+func versionKey(disk uint32, block, seq uint64) []byte {
+	k := make([]byte, 0, 21)
+	k = be32(append(k, kindVersion), disk)
+	k = be64(k, block)
+	return be64(k, ^seq)
+}
+
+// versionBlock decodes the block of a version key of any disk.
+func versionBlock(k []byte) (disk uint32, block, seq uint64, ok bool) {
+	if len(k) != 21 || k[0] != kindVersion {
+		return 0, 0, 0, false
+	}
+	return binary.BigEndian.Uint32(k[1:]), binary.BigEndian.Uint64(k[5:]), ^binary.BigEndian.Uint64(k[13:]), true
+}
+
+func journalKey(seq uint64, disk uint32, block uint64) []byte {
+	k := make([]byte, 0, 21)
+	k = be64(append(k, kindJournal), seq)
+	k = be32(k, disk)
+	return be64(k, block)
+}
+
+func encodeTime(t time.Time) uint64 { return uint64(t.UnixNano()) ^ (1 << 63) }
+func decodeTime(v uint64) time.Time { return time.Unix(0, int64(v^(1<<63))).UTC() }
+
+func pointPrefix(tl uint32) []byte { return be32([]byte{kindPoint}, tl) }
+
+func pointKey(tl uint32, t time.Time) []byte { return be64(pointPrefix(tl), encodeTime(t)) }
+
+func bookmarkPrefix(disk uint32) []byte { return be32([]byte{kindBookmark}, disk) }
+
+func bookmarkKey(disk uint32, name string) []byte { return append(bookmarkPrefix(disk), name...) }
+
+func hashKey(h Hash) []byte { return append([]byte{kindHash}, h[:]...) }
+
+func segmentKey(seg uint32) []byte { return be32([]byte{kindSegment}, seg) }
+
+// prefixEnd is the smallest key greater than every key with prefix p.
+func prefixEnd(p []byte) []byte {
+	end := append([]byte(nil), p...)
+	for i := len(end) - 1; i >= 0; i-- {
+		end[i]++
+		if end[i] != 0 {
+			return end[:i+1]
+		}
+	}
+	return nil
+}

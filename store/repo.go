@@ -1,0 +1,299 @@
+package store
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+const (
+	markerFile = "hindsight.json"
+	lockFile   = "writer.lock"
+	formatV1   = 1
+)
+
+type marker struct {
+	Format  int       `json:"format"`
+	Created time.Time `json:"created"`
+}
+
+// Options tune how a repository is opened. The zero value opens it for writing.
+type Options struct {
+	// ReadOnly opens the newest published view without taking the writer lock.
+	ReadOnly bool
+	// Cache is shared by repositories opened in turn by one process (nil: a new 256 MiB cache).
+	Cache *pebble.Cache
+	// Logf receives pebble's informational messages (nil: discarded).
+	Logf func(format string, args ...any)
+}
+
+// Repo is an open repository: the writer's, or a read-only view.
+type Repo struct {
+	dir  string
+	db   *pebble.DB
+	segs *segments
+	opts Options
+
+	head     uint64 // committed head (for a view: as published)
+	readOnly bool
+	private  string // read-only: the private link directory to remove on Close
+	gen      uint64 // read-only: the view generation opened
+
+	lock  *os.File
+	wmu   sync.Mutex // one step or metadata change at a time
+	cache *pebble.Cache
+}
+
+// Init creates an empty repository in dir (created if missing).
+func Init(dir string) error {
+	if _, err := os.Stat(filepath.Join(dir, markerFile)); err == nil {
+		return fmt.Errorf("store: %s already holds a repository", dir)
+	}
+	for _, d := range []string{dir, filepath.Join(dir, "segments"), filepath.Join(dir, "views")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("store: init %s: %w", dir, err)
+		}
+	}
+	r, err := openWriter(dir, Options{}, true)
+	if err != nil {
+		return err
+	}
+	if err := r.Close(); err != nil {
+		return err
+	}
+	m, _ := json.Marshal(marker{Format: formatV1, Created: time.Now().UTC()})
+	if err := writeFileSync(filepath.Join(dir, markerFile), append(m, '\n')); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+// Open opens the repository in dir: for writing (one process at a time), or
+// with Options.ReadOnly the newest published view, beside a running writer.
+func Open(dir string, opt Options) (*Repo, error) {
+	b, err := os.ReadFile(filepath.Join(dir, markerFile))
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w: no repository at %s (create one with 'hindsight --repo %s init')", ErrNotRepository, dir, dir)
+		}
+		return nil, fmt.Errorf("store: open %s: %w", dir, err)
+	}
+	var m marker
+	if err := json.Unmarshal(b, &m); err != nil || m.Format != formatV1 {
+		return nil, fmt.Errorf("%w: %s has an unreadable or unknown format marker", ErrNotRepository, dir)
+	}
+	if opt.ReadOnly {
+		return openView(dir, opt)
+	}
+	return openWriter(dir, opt, false)
+}
+
+func pebbleOptions(opt Options, cache *pebble.Cache) *pebble.Options {
+	o := &pebble.Options{
+		Cache:              cache,
+		FormatMajorVersion: pebble.FormatNewest,
+		MemTableSize:       64 << 20,
+		ReadOnly:           opt.ReadOnly,
+		Logger:             logger{opt.Logf},
+	}
+	o.EnsureDefaults()
+	return o
+}
+
+func openWriter(dir string, opt Options, creating bool) (_ *Repo, err error) {
+	lock, err := lockWriter(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			lock.Close()
+		}
+	}()
+	cache := opt.Cache
+	if cache == nil {
+		cache = pebble.NewCache(256 << 20)
+		defer cache.Unref()
+	}
+	po := pebbleOptions(opt, cache)
+	po.ErrorIfNotExists = !creating
+	db, err := pebble.Open(filepath.Join(dir, "db"), po)
+	if err != nil {
+		return nil, fmt.Errorf("store: open index of %s: %w", dir, err)
+	}
+	r := &Repo{dir: dir, db: db, opts: opt, lock: lock, cache: cache}
+	cache.Ref()
+	defer func() {
+		if err != nil {
+			r.Close()
+		}
+	}()
+	if r.head, err = r.getU64(metaHead); err != nil {
+		return nil, err
+	}
+	if r.segs, err = openSegments(filepath.Join(dir, "segments")); err != nil {
+		return nil, err
+	}
+	if err := r.segs.openWriter(r.committedLength); err != nil {
+		return nil, err
+	}
+	if err := r.purgeOrphans(); err != nil {
+		return nil, err
+	}
+	r.removeStaleViews()
+	return r, r.publish()
+}
+
+func lockWriter(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", dir, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		holder, _ := os.ReadFile(f.Name())
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s is held by process %s; wait for it to finish or stop it",
+				ErrLocked, dir, strings.TrimSpace(string(holder)))
+		}
+		return nil, fmt.Errorf("store: lock %s: %w", dir, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return f, nil
+}
+
+// Dir is the repository's directory.
+func (r *Repo) Dir() string { return r.dir }
+
+// Head is the newest committed journal position (a view's: as published).
+func (r *Repo) Head() uint64 { return r.head }
+
+// Generation is the view generation a read-only repository shows.
+func (r *Repo) Generation() uint64 { return r.gen }
+
+// ReadOnly reports whether r is a view.
+func (r *Repo) ReadOnly() bool { return r.readOnly }
+
+// Close releases the repository; a writer's content is synced first.
+func (r *Repo) Close() error {
+	var errs []error
+	if r.segs != nil {
+		errs = append(errs, r.segs.close())
+	}
+	if r.db != nil {
+		errs = append(errs, r.db.Close())
+		r.db = nil
+	}
+	if r.cache != nil {
+		r.cache.Unref()
+		r.cache = nil
+	}
+	if r.private != "" {
+		errs = append(errs, os.RemoveAll(r.private))
+	}
+	if r.lock != nil {
+		errs = append(errs, r.lock.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Repo) get(key []byte) ([]byte, bool, error) {
+	v, closer, err := r.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	out := append([]byte(nil), v...)
+	return out, true, closer.Close()
+}
+
+func (r *Repo) getU64(key []byte) (uint64, error) {
+	v, ok, err := r.get(key)
+	if err != nil || !ok {
+		return 0, err
+	}
+	if len(v) != 8 {
+		return 0, fmt.Errorf("store: meta %q of %d bytes: %w", key, len(v), ErrCorrupt)
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+func (r *Repo) committedLength(seg uint32) (uint64, error) { return r.getU64(segmentKey(seg)) }
+
+// purgeOrphans deletes the versions of a step that was cut off before its
+// final, synced batch: they lie above the committed head.
+func (r *Repo) purgeOrphans() error {
+	start := be64([]byte{kindJournal}, r.head+1)
+	it, err := r.db.NewIter(&pebble.IterOptions{LowerBound: start, UpperBound: []byte{kindJournal + 1}})
+	if err != nil {
+		return err
+	}
+	b := r.db.NewBatch()
+	n := 0
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		seq := binary.BigEndian.Uint64(k[1:])
+		disk := binary.BigEndian.Uint32(k[9:])
+		block := binary.BigEndian.Uint64(k[13:])
+		b.Delete(versionKey(disk, block, seq), nil)
+		b.Delete(k, nil)
+		n++
+	}
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		b.Close()
+		return fmt.Errorf("store: scan interrupted step: %w", err)
+	}
+	if n == 0 {
+		return b.Close()
+	}
+	r.logf("purging %d block versions of an interrupted step above position %d", n, r.head)
+	return b.Commit(pebble.Sync)
+}
+
+func (r *Repo) logf(format string, args ...any) {
+	if r.opts.Logf != nil {
+		r.opts.Logf(format, args...)
+	}
+}
+
+func writeFileSync(name string, data []byte) error {
+	tmp := name + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := errors.Join(f.Sync(), f.Close()); err != nil {
+		return err
+	}
+	return os.Rename(tmp, name)
+}
+
+// logger adapts pebble's logging to Options.Logf.
+type logger struct{ logf func(string, ...any) }
+
+func (l logger) Infof(format string, args ...any) {
+	if l.logf != nil {
+		l.logf(format, args...)
+	}
+}
+func (l logger) Errorf(format string, args ...any) { l.Infof(format, args...) }
+func (l logger) Fatalf(format string, args ...any) { panic(fmt.Sprintf(format, args...)) }

@@ -1,0 +1,64 @@
+package store
+
+import (
+	"errors"
+	"time"
+)
+
+// Errors returned by the store. Check them with errors.Is.
+var (
+	// ErrUnknownDisk: no disk of that name exists in the repository.
+	ErrUnknownDisk = errors.New("store: unknown disk")
+	// ErrDiskExists: a disk of that name already exists.
+	ErrDiskExists = errors.New("store: disk already exists")
+	// ErrNoPoint: no point exists at or before the requested position or time.
+	ErrNoPoint = errors.New("store: no point at or before that time")
+	// ErrUnknownBookmark: no bookmark of that name exists for the disk.
+	ErrUnknownBookmark = errors.New("store: unknown bookmark")
+	// ErrBookmarkExists: the disk already has a bookmark of that name.
+	ErrBookmarkExists = errors.New("store: bookmark already exists")
+	// ErrBadName: a disk or bookmark name is not acceptable.
+	ErrBadName = errors.New("store: invalid name")
+	// ErrNotRepository: the directory holds no Hindsight repository.
+	ErrNotRepository = errors.New("store: not a hindsight repository")
+	// ErrLocked: another process holds the repository open for writing.
+	ErrLocked = errors.New("store: repository is in use by another writer")
+	// ErrTimeOrder: a requested timestamp is not after the timeline's newest point.
+	ErrTimeOrder = errors.New("store: time is not after the newest point")
+	// ErrOutOfRange: a write or read lies (partly) outside the disk.
+	ErrOutOfRange = errors.New("store: outside the disk")
+)
+
+// Disk describes one protected disk.
+type Disk struct {
+	ID        uint32    `json:"id"`
+	Name      string    `json:"name"`
+	Size      int64     `json:"size"`       // bytes, a multiple of BlockSize
+	BlockSize int       `json:"block_size"` // bytes, a power of two ≥ 512
+	Created   time.Time `json:"created"`
+	// Timeline is the consistency group the disk's points live on; a lone disk is
+	// its own timeline (Timeline == ID).
+	Timeline uint32 `json:"timeline"`
+}
+
+// Blocks is the number of blocks of the disk.
+func (d Disk) Blocks() uint64 { return uint64(d.Size / int64(d.BlockSize)) }
+
+// Point is one committed journal position of a timeline: every instant between
+// this point's Time and the next point's Time shows the image at Seq.
+type Point struct {
+	Seq  uint64    `json:"seq"`
+	Time time.Time `json:"time"`
+	// Blocks is how many block versions this point journaled.
+	Blocks uint64 `json:"blocks"`
+}
+
+// Bookmark names a point of a disk.
+type Bookmark struct {
+	Name    string    `json:"name"`
+	Disk    string    `json:"disk"`
+	Seq     uint64    `json:"seq"`
+	Time    time.Time `json:"time"` // the instant the bookmark names
+	Kind    string    `json:"kind"` // crash, application or user
+	Created time.Time `json:"created"`
+}
