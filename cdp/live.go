@@ -1,0 +1,205 @@
+package cdp
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/hindsight-cdp/hindsight/store"
+)
+
+// Live is a read-only repository that follows the writer: every listing call
+// first moves to the newest published view. It is safe for concurrent use.
+type Live struct {
+	dir   string
+	cache *pebble.Cache
+	logf  func(string, ...any)
+
+	mu  sync.Mutex
+	cur *handle
+}
+
+// handle is one open view, closed when it is superseded and unused.
+type handle struct {
+	repo *store.Repo
+	mu   sync.Mutex
+	refs int // 1 for being current, plus one per reader
+}
+
+func (h *handle) release() {
+	h.mu.Lock()
+	h.refs--
+	last := h.refs == 0
+	h.mu.Unlock()
+	if last {
+		h.repo.Close()
+	}
+}
+
+// OpenLive opens the newest view of the repository in dir.
+func OpenLive(dir string, logf func(string, ...any)) (*Live, error) {
+	l := &Live{dir: dir, cache: pebble.NewCache(256 << 20), logf: logf}
+	r, err := store.Open(dir, store.Options{ReadOnly: true, Cache: l.cache, Logf: logf})
+	if err != nil {
+		l.cache.Unref()
+		return nil, err
+	}
+	l.cur = &handle{repo: r, refs: 1}
+	return l, nil
+}
+
+// Close releases the view; images handed out stop working.
+func (l *Live) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cur != nil {
+		l.cur.release()
+		l.cur = nil
+		l.cache.Unref()
+	}
+	return nil
+}
+
+// acquire returns the current view, moved to the newest one first if refresh.
+func (l *Live) acquire(refresh bool) (*handle, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cur == nil {
+		return nil, fmt.Errorf("cdp: live view of %s is closed", l.dir)
+	}
+	if refresh {
+		if gen, err := store.NewestView(l.dir); err == nil && gen > l.cur.repo.Generation() {
+			r, err := store.Open(l.dir, store.Options{ReadOnly: true, Cache: l.cache, Logf: l.logf})
+			if err != nil {
+				// Keep serving the view we have; the next call tries again.
+				if l.logf != nil {
+					l.logf("cdp: could not move to view %d: %v", gen, err)
+				}
+			} else {
+				old := l.cur
+				l.cur = &handle{repo: r, refs: 1}
+				old.release()
+			}
+		}
+	}
+	l.cur.mu.Lock()
+	l.cur.refs++
+	l.cur.mu.Unlock()
+	return l.cur, nil
+}
+
+// with runs fn on the newest view.
+func (l *Live) with(fn func(r *store.Repo) error) error {
+	h, err := l.acquire(true)
+	if err != nil {
+		return err
+	}
+	defer h.release()
+	return fn(h.repo)
+}
+
+// Disks lists the repository's disks.
+func (l *Live) Disks(ctx context.Context) (ds []store.Disk, err error) {
+	err = l.with(func(r *store.Repo) error { ds, err = r.Disks(); return err })
+	return ds, err
+}
+
+// Disk returns one disk.
+func (l *Live) Disk(ctx context.Context, name string) (d store.Disk, err error) {
+	err = l.with(func(r *store.Repo) error { d, err = r.Disk(name); return err })
+	return d, err
+}
+
+// Points returns the newest limit points of the disk's timeline, oldest first.
+func (l *Live) Points(ctx context.Context, disk string, limit int) (ps []store.Point, err error) {
+	err = l.with(func(r *store.Repo) error {
+		d, err := r.Disk(disk)
+		if err != nil {
+			return err
+		}
+		ps, err = r.Points(d.Timeline, time.Unix(0, 0), time.Unix(0, 1<<63-1), limit)
+		return err
+	})
+	return ps, err
+}
+
+// Bookmarks lists the disk's bookmarks.
+func (l *Live) Bookmarks(ctx context.Context, disk string) (bs []store.Bookmark, err error) {
+	err = l.with(func(r *store.Repo) error {
+		d, err := r.Disk(disk)
+		if err != nil {
+			return err
+		}
+		bs, err = r.Bookmarks(d)
+		return err
+	})
+	return bs, err
+}
+
+// Resolve returns the newest point of the disk at or before t.
+func (l *Live) Resolve(ctx context.Context, disk string, t time.Time) (p store.Point, err error) {
+	err = l.with(func(r *store.Repo) error {
+		d, err := r.Disk(disk)
+		if err != nil {
+			return err
+		}
+		p, err = r.PointAt(d.Timeline, t)
+		return err
+	})
+	return p, err
+}
+
+// Latest returns the disk's newest point.
+func (l *Live) Latest(ctx context.Context, disk string) (p store.Point, err error) {
+	err = l.with(func(r *store.Repo) error {
+		d, err := r.Disk(disk)
+		if err != nil {
+			return err
+		}
+		p, err = r.LastPoint(d.Timeline)
+		return err
+	})
+	return p, err
+}
+
+// Image returns the disk at journal position seq. Each read runs on the
+// current view, which is never older than the one that showed seq.
+func (l *Live) Image(ctx context.Context, disk string, seq uint64) (io.ReaderAt, error) {
+	var d store.Disk
+	err := l.with(func(r *store.Repo) error {
+		var err error
+		if d, err = r.Disk(disk); err != nil {
+			return err
+		}
+		if seq > r.Head() {
+			return fmt.Errorf("cdp: position %d of disk %q is not published yet", seq, disk)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &liveImage{l: l, d: d, seq: seq}, nil
+}
+
+type liveImage struct {
+	l   *Live
+	d   store.Disk
+	seq uint64
+}
+
+func (im *liveImage) ReadAt(p []byte, off int64) (int, error) {
+	h, err := im.l.acquire(false)
+	if err != nil {
+		return 0, err
+	}
+	defer h.release()
+	img, err := h.repo.Image(im.d, im.seq)
+	if err != nil {
+		return 0, err
+	}
+	return img.ReadAt(p, off)
+}
