@@ -42,7 +42,11 @@ func Resolve(r PointReader, d store.Disk, spec string, now time.Time) (Instant, 
 		if err != nil {
 			return Instant{}, err
 		}
-		return Instant{Requested: bm.Time, Point: store.Point{Seq: bm.Seq, Time: bm.Time}, Bookmark: &bm}, nil
+		p, err := r.PointAt(d.Timeline, bm.Time)
+		if err != nil {
+			return Instant{}, fmt.Errorf("bookmark %q of disk %q: %w", bm.Name, d.Name, err)
+		}
+		return Instant{Requested: bm.Time, Point: p, Bookmark: &bm}, nil
 	}
 	t, err := timespec.Parse(spec, now)
 	if err != nil {

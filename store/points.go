@@ -50,10 +50,7 @@ func (r *Repo) LastPoint(tl uint32) (Point, error) {
 
 // PointAt is the newest point of timeline tl at or before t, or ErrNoPoint.
 func (r *Repo) PointAt(tl uint32, t time.Time) (Point, error) {
-	if t.UnixNano() == 1<<63-1 {
-		return r.LastPoint(tl)
-	}
-	key := pointKey(tl, t.Add(1))
+	key := append(pointKey(tl, t), 0) // just above t's own key
 	p, err := r.one(tl, func(it *pebble.Iterator) bool { return it.SeekLT(key) })
 	if errors.Is(err, ErrNoPoint) {
 		return Point{}, fmt.Errorf("%w: %s", ErrNoPoint, t.UTC().Format(time.RFC3339Nano))
@@ -66,7 +63,7 @@ func (r *Repo) PointAt(tl uint32, t time.Time) (Point, error) {
 func (r *Repo) Points(tl uint32, since, until time.Time, limit int) ([]Point, error) {
 	it, err := r.db.NewIter(&pebble.IterOptions{
 		LowerBound: pointKey(tl, since),
-		UpperBound: pointKey(tl, until.Add(1)),
+		UpperBound: append(pointKey(tl, until), 0), // until inclusive
 	})
 	if err != nil {
 		return nil, err

@@ -355,3 +355,30 @@ func TestNamesAndTimeOrder(t *testing.T) {
 		t.Fatalf("bookmark before history: %v", err)
 	}
 }
+
+func TestPointsRange(t *testing.T) {
+	_, r := newRepo(t)
+	d, _ := r.CreateDisk("p", 4096, 4096)
+	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	for i := 0; i < 5; i++ {
+		s, _ := r.Begin(d.Timeline, t0.Add(time.Duration(i)*time.Second))
+		if _, err := s.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, err := r.Points(d.Timeline, time.Unix(0, 0), time.Unix(0, 1<<63-1), 0)
+	if err != nil || len(all) != 5 {
+		t.Fatalf("all points: %d, %v", len(all), err)
+	}
+	mid, _ := r.Points(d.Timeline, t0.Add(time.Second), t0.Add(3*time.Second), 0)
+	if len(mid) != 3 || !mid[0].Time.Equal(t0.Add(time.Second)) || !mid[2].Time.Equal(t0.Add(3*time.Second)) {
+		t.Fatalf("inclusive range: %+v", mid)
+	}
+	newest, _ := r.Points(d.Timeline, time.Unix(0, 0), time.Unix(0, 1<<63-1), 2)
+	if len(newest) != 2 || newest[1].Seq != 5 || newest[0].Seq != 4 {
+		t.Fatalf("newest 2: %+v", newest)
+	}
+	if p, err := r.PointAt(d.Timeline, time.Unix(0, 1<<63-1)); err != nil || p.Seq != 5 {
+		t.Fatalf("PointAt(max): %+v %v", p, err)
+	}
+}
