@@ -1,0 +1,68 @@
+// Package fs serves Hindsight's history as a read-only FUSE tree in which
+// every instant of every protected disk is a directory of disk images.
+//
+// # Tree
+//
+//	<mount>/
+//	  <disk>/
+//	    latest/                   the newest point, resolved again on every lookup
+//	    bookmarks/<name>/         the instant a bookmark names
+//	    <instant>/                any time: listed or not, resolved on lookup
+//	      <disk>.vmdk             VMDK descriptor (ESXi flat form) naming <disk>-flat.vmdk
+//	      <disk>-flat.vmdk        the raw image at that instant
+//	      <disk>.vhd              fixed VHD: the raw image plus a 512-byte footer
+//	      info.json               the point served and the nearest bookmarks
+//
+// A disk directory lists bookmarks, latest once the disk has a point, and the
+// newest Options.ListPoints points and every bookmark's instant, named by
+// timespec.Format (ISO 8601 basic in UTC, 20261125T101530.5Z: no colons) and
+// listed in time order. Lookup accepts every form timespec.Parse does, listed
+// or not: ISO basic with or without a fraction, RFC 3339, @<unix seconds>,
+// relative forms (-15m) and now. A name shows the newest point at or before
+// its time; a time in the future, before the disk's first point, or that does
+// not parse is ENOENT, never a guess. A disk larger than image.MaxVHDSize has
+// no .vhd.
+//
+// # info.json
+//
+//	{"disk", "requested", "seq", "time", "bookmark_before", "bookmark_after", "size", "block_size"}
+//
+// requested is the time the name asked for (for latest and bookmarks, the
+// point's own time); seq and time are the journal position and time of the
+// point served. bookmark_before is the newest bookmark at or before that
+// position, bookmark_after the oldest one after it; either may be null.
+//
+// # Inode numbers
+//
+// Inode numbers are 64-bit FNV-1a hashes, so they are the same in every mount
+// and the kernel can tell a changed entry from an unchanged one:
+//
+//	disk dir     hash(root, disk name, disk ID, disk creation time)
+//	bookmarks    hash(disk dir, "bookmarks")
+//	instant dir  hash(disk dir or bookmarks dir, name, requested time, seq)
+//	image file   hash(disk dir, file name, seq)
+//	info.json    hash(instant dir, "info.json")
+//
+// An instant directory's number changes whenever its name resolves to a
+// different point (latest after a new point, -15m a minute later), so the
+// kernel drops the old dentry but a process that holds the old directory or
+// file open keeps the old, immutable content. Image files hash the journal
+// position, not the path, so every name that resolves to one point shares one
+// inode and one page cache.
+//
+// # Caching
+//
+// Instant directories and their files never change: their attributes and
+// entries are cached for an hour and image files open with FOPEN_KEEP_CACHE.
+// Listings that grow (the root and disk directories) are asked of the Source
+// on every Lookup and Readdir; their entries live a second, and latest and
+// relative names are not cached at all. Failed lookups are not cached, so an
+// instant that was in the future resolves once it has passed.
+//
+// # Reads
+//
+// The mount is read-only (ro), requests carry up to 1 MiB (MaxWrite) and the
+// mount's read-ahead is raised to 1 MiB after mounting, because the kernel
+// otherwise splits sequential reads into 128 KiB requests. A read goes straight
+// from the point-in-time reader into the request buffer.
+package fs
