@@ -1,0 +1,47 @@
+# Hindsight: continuous data protection. `make help` lists the targets.
+GO       ?= go
+BIN      := bin/hindsight
+PKGS     := ./...
+# Debian packages the tests drive: FUSE, qemu-img/qemu-io, mkfs.ext4/e2fsck/debugfs, sfdisk, losetup.
+APT_PKGS := fuse3 qemu-utils e2fsprogs fdisk util-linux b3sum
+
+.PHONY: help build test deps lint bench demo soak clean ci
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+
+build: ## build ./bin/hindsight
+	$(GO) build -o $(BIN) ./cmd/hindsight
+
+deps: ## install the Debian packages the tests need (when missing)
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@modprobe fuse 2>/dev/null || true
+
+test: deps ## install test dependencies, then run every test with the race detector
+	$(GO) test -race -count=1 -timeout 18m $(PKGS)
+
+lint: ## gofmt, go vet, go mod tidy check
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	@cp go.mod /tmp/hs-go.mod.bak; cp go.sum /tmp/hs-go.sum.bak; $(GO) mod tidy; \
+	if ! git diff --quiet -- go.mod go.sum; then echo "go.mod/go.sum not tidy"; git diff -- go.mod go.sum | head -20; \
+	  cp /tmp/hs-go.mod.bak go.mod; cp /tmp/hs-go.sum.bak go.sum; exit 1; fi
+
+bench: deps build ## benchmarks; figures go into docs/PERFORMANCE.md
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./store/ ./fs/
+	bash scripts/bench-read.sh
+
+soak: deps ## longer runs than make test allows (see docs/PERFORMANCE.md)
+	HINDSIGHT_SOAK=1 $(GO) test -race -count=1 -timeout 60m ./tests/
+
+demo: build deps ## a disk with ext4, a file changed over three points, mounted and restored
+	bash scripts/demo.sh
+
+ci: lint test ## what CI runs
+
+clean: ## remove build output
+	rm -rf bin

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/hindsight-cdp/hindsight/store"
+	"github.com/urfave/cli/v2"
+)
+
+func cmdDisk() *cli.Command {
+	return &cli.Command{
+		Name:  "disk",
+		Usage: "create and list protected disks",
+		Subcommands: []*cli.Command{
+			{
+				Name:      "create",
+				Usage:     "add an empty disk (all zeros until its first import or write)",
+				ArgsUsage: "NAME",
+				Description: `NAME: letters, digits, '.', '_' and '-', starting with a letter or digit.
+The size is fixed; give it with binary units (2G = 2 GiB) and as a multiple of the block size.`,
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "size", Required: true, Usage: "disk size, e.g. 2G, 512M, 10737418240"},
+					&cli.StringFlag{Name: "block-size", Value: "4K", Usage: "journal block size, a power of two from 512 to 1M"},
+				},
+				Action: func(c *cli.Context) error {
+					if err := needArgs(c, 1, "a disk NAME"); err != nil {
+						return err
+					}
+					size, err := parseSize(c.String("size"))
+					if err != nil {
+						return err
+					}
+					bs, err := parseSize(c.String("block-size"))
+					if err != nil {
+						return err
+					}
+					return withRepo(c, false, func(r *store.Repo) error {
+						d, err := r.CreateDisk(c.Args().First(), size, int(bs))
+						if err != nil {
+							return err
+						}
+						if c.Bool("json") {
+							return printJSON(c, d)
+						}
+						fmt.Fprintf(c.App.Writer, "created disk %s: %s, block size %d\n", d.Name, fmtSize(d.Size), d.BlockSize)
+						return nil
+					})
+				},
+			},
+			{
+				Name:  "list",
+				Usage: "list disks with their size and newest point",
+				Action: func(c *cli.Context) error {
+					if err := needArgs(c, 0, "no arguments"); err != nil {
+						return err
+					}
+					return withRepo(c, true, func(r *store.Repo) error {
+						ds, err := r.Disks()
+						if err != nil {
+							return err
+						}
+						type row struct {
+							store.Disk
+							Points *store.Point `json:"latest"`
+						}
+						rows := make([]row, 0, len(ds))
+						var text [][]string
+						for _, d := range ds {
+							rw := row{Disk: d}
+							latest := "-"
+							if p, err := r.LastPoint(d.Timeline); err == nil {
+								rw.Points = &p
+								latest = fmtTime(p.Time)
+							}
+							rows = append(rows, rw)
+							text = append(text, []string{d.Name, humanBytes(d.Size), strconv.Itoa(d.BlockSize), latest})
+						}
+						if c.Bool("json") {
+							return printJSON(c, rows)
+						}
+						return table(c.App.Writer, []string{"DISK", "SIZE", "BLOCK", "LATEST"}, text)
+					})
+				},
+			},
+		},
+	}
+}

@@ -1,0 +1,87 @@
+package tests
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestCLIErrors: bad input gets a clear message and a script-usable exit
+// code, and changes nothing.
+func TestCLIErrors(t *testing.T) {
+	repo := newRepo(t)
+	ok(t, "--repo", repo, "disk", "create", "web", "--size", "1M")
+	img := filepath.Join(t.TempDir(), "img")
+	os.WriteFile(img, make([]byte, 1<<20), 0o600)
+	ok(t, "--repo", repo, "import", "web", img, "--at", "2026-11-25T10:00:00Z")
+	before := ok(t, "--repo", repo, "--json", "points", "web")
+	small := filepath.Join(t.TempDir(), "small")
+	os.WriteFile(small, make([]byte, 4096), 0o600)
+
+	cases := []struct {
+		name string
+		args []string
+		code int
+		says string
+	}{
+		{"unknown disk", []string{"--repo", repo, "import", "nope", img}, 3, `unknown disk: "nope"`},
+		{"unknown disk export", []string{"--repo", repo, "export", "nope", "--out", "x"}, 3, "unknown disk"},
+		{"bad time", []string{"--repo", repo, "export", "web", "--at", "yesterday", "--out", "x"}, 2, "RFC 3339"},
+		{"bad import time", []string{"--repo", repo, "import", "web", img, "--at", "2026-11-25 10:00"}, 2, "invalid time"},
+		{"time not after newest point", []string{"--repo", repo, "import", "web", img, "--at", "2026-11-25T09:00:00Z"}, 2, "not after"},
+		{"future import", []string{"--repo", repo, "import", "web", img, "--at", time.Now().Add(time.Hour).Format(time.RFC3339)}, 2, "future"},
+		{"wrong size", []string{"--repo", repo, "import", "web", small}, 2, "4096 bytes"},
+		{"missing image", []string{"--repo", repo, "import", "web", "/nonexistent.img"}, 2, "no such file"},
+		{"missing repo", []string{"--repo", filepath.Join(t.TempDir(), "none"), "points", "web"}, 3, "no repository"},
+		{"no repo given", []string{"points", "web"}, 2, "HINDSIGHT_REPO"},
+		{"bad disk name", []string{"--repo", repo, "disk", "create", "../x", "--size", "1M"}, 2, "invalid name"},
+		{"bad size", []string{"--repo", repo, "disk", "create", "x", "--size", "lots"}, 2, "size"},
+		{"duplicate disk", []string{"--repo", repo, "disk", "create", "web", "--size", "1M"}, 4, "already exists"},
+		{"bookmark before history", []string{"--repo", repo, "bookmark", "web", "b", "--at", "2020-01-01T00:00:00Z"}, 3, "no point"},
+		{"unknown format", []string{"--repo", repo, "export", "web", "--format", "qcow9", "--out", "x"}, 2, "raw, vmdk"},
+		{"export over a file", []string{"--repo", repo, "export", "web", "--out", img}, 1, "--force"},
+	}
+	for _, c := range cases {
+		r := hs(t, c.args...)
+		if r.code != c.code || !strings.Contains(r.stderr, c.says) {
+			t.Errorf("%s: exit %d, stderr %q; want exit %d saying %q", c.name, r.code, r.stderr, c.code, c.says)
+		}
+	}
+	if after := ok(t, "--repo", repo, "--json", "points", "web"); after != before {
+		t.Errorf("failed commands changed the points:\n%s\n%s", before, after)
+	}
+}
+
+// TestSecondWriterRefused: while another process holds the repository for
+// writing, a writer command fails clearly and changes nothing.
+func TestSecondWriterRefused(t *testing.T) {
+	repo := newRepo(t)
+	ok(t, "--repo", repo, "disk", "create", "web", "--size", "1M")
+	img := filepath.Join(t.TempDir(), "img")
+	os.WriteFile(img, make([]byte, 1<<20), 0o600)
+	// util-linux flock takes the same flock(2) a hindsight writer holds.
+	holder := exec.Command("flock", filepath.Join(repo, "writer.lock"), "sleep", "60")
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { holder.Process.Signal(syscall.SIGKILL); holder.Wait() })
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r := hs(t, "--repo", repo, "import", "web", img)
+		if r.code == 4 && strings.Contains(r.stderr, "in use by another writer") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("import beside a writer: exit %d, %q; want exit 4", r.code, r.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Readers still work beside the writer.
+	if out := ok(t, "--repo", repo, "--json", "points", "web"); strings.TrimSpace(out) != "[]" {
+		t.Errorf("points beside a writer: %s", out)
+	}
+}
