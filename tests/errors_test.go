@@ -43,7 +43,8 @@ func TestCLIErrors(t *testing.T) {
 		{"duplicate disk", []string{"--repo", repo, "disk", "create", "web", "--size", "1M"}, 4, "already exists"},
 		{"bookmark before history", []string{"--repo", repo, "bookmark", "web", "b", "--at", "2020-01-01T00:00:00Z"}, 3, "no point"},
 		{"unknown format", []string{"--repo", repo, "export", "web", "--format", "qcow9", "--out", "x"}, 2, "raw, vmdk"},
-		{"export over a file", []string{"--repo", repo, "export", "web", "--out", img}, 1, "--force"},
+		{"export over a file", []string{"--repo", repo, "export", "web", "--out", img}, 4, "--force"},
+		{"vmdk to stdout", []string{"--repo", repo, "export", "web", "--format", "vmdk", "--out", "-"}, 2, "NAME.vmdk"},
 	}
 	for _, c := range cases {
 		r := hs(t, c.args...)

@@ -62,7 +62,7 @@ The size is fixed; give it with binary units (2G = 2 GiB) and as a multiple of t
 						}
 						type row struct {
 							store.Disk
-							Points *store.Point `json:"latest"`
+							Latest *store.Point `json:"latest"`
 						}
 						rows := make([]row, 0, len(ds))
 						var text [][]string
@@ -70,7 +70,7 @@ The size is fixed; give it with binary units (2G = 2 GiB) and as a multiple of t
 							rw := row{Disk: d}
 							latest := "-"
 							if p, err := r.LastPoint(d.Timeline); err == nil {
-								rw.Points = &p
+								rw.Latest = &p
 								latest = fmtTime(p.Time)
 							}
 							rows = append(rows, rw)

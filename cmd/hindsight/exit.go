@@ -7,6 +7,7 @@ import (
 
 	"github.com/hindsight-cdp/hindsight/cdp"
 	"github.com/hindsight-cdp/hindsight/cdp/timespec"
+	"github.com/hindsight-cdp/hindsight/fs/export"
 	"github.com/hindsight-cdp/hindsight/store"
 )
 
@@ -38,12 +39,13 @@ func exitCode(err error) int {
 		return exitInterrupted
 	case errors.Is(err, errUsage), errors.Is(err, timespec.ErrBadTime), errors.Is(err, store.ErrBadName),
 		errors.Is(err, cdp.ErrSizeMismatch), errors.Is(err, cdp.ErrFuture), errors.Is(err, store.ErrTimeOrder),
-		errors.Is(err, store.ErrOutOfRange):
+		errors.Is(err, store.ErrOutOfRange), errors.Is(err, export.ErrBadTarget):
 		return exitUsage
 	case errors.Is(err, store.ErrUnknownDisk), errors.Is(err, store.ErrUnknownBookmark),
 		errors.Is(err, store.ErrNoPoint), errors.Is(err, store.ErrNotRepository):
 		return exitNotFound
-	case errors.Is(err, store.ErrLocked), errors.Is(err, store.ErrDiskExists), errors.Is(err, store.ErrBookmarkExists):
+	case errors.Is(err, store.ErrLocked), errors.Is(err, store.ErrDiskExists), errors.Is(err, store.ErrBookmarkExists),
+		errors.Is(err, export.ErrExists):
 		return exitBusy
 	}
 	return exitFailure
