@@ -19,6 +19,9 @@ const (
 var (
 	metaHead     = []byte{kindMeta, 'h', 'e', 'a', 'd'}
 	metaNextDisk = []byte{kindMeta, 'n', 'd', 'i', 's', 'k'}
+	// metaSynced is the newest position known durable with all its content;
+	// captured steps above it are verified against their hashes on open.
+	metaSynced = []byte{kindMeta, 's', 'y', 'n', 'c', 'e', 'd'}
 )
 
 func be32(b []byte, v uint32) []byte { return binary.BigEndian.AppendUint32(b, v) }

@@ -53,6 +53,11 @@ type Repo struct {
 	lock  *os.File
 	wmu   sync.Mutex // one step or metadata change at a time
 	cache *pebble.Cache
+
+	// Writer state under wmu: content added by captured steps and not yet
+	// indexed (see Sync), and the newest point time of each timeline.
+	unsynced  map[Hash]location
+	lastTimes map[uint32]time.Time
 }
 
 // Init creates an empty repository in dir (created if missing).
@@ -132,7 +137,8 @@ func openWriter(dir string, opt Options, creating bool) (_ *Repo, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open index of %s: %w", dir, err)
 	}
-	r := &Repo{dir: dir, db: db, opts: opt, lock: lock, cache: cache}
+	r := &Repo{dir: dir, db: db, opts: opt, lock: lock, cache: cache,
+		unsynced: map[Hash]location{}, lastTimes: map[uint32]time.Time{}}
 	cache.Ref()
 	defer func() {
 		if err != nil {
@@ -145,10 +151,13 @@ func openWriter(dir string, opt Options, creating bool) (_ *Repo, err error) {
 	if r.segs, err = openSegments(filepath.Join(dir, "segments")); err != nil {
 		return nil, err
 	}
-	if err := r.segs.openWriter(r.committedLength); err != nil {
+	if err := r.purgeOrphans(); err != nil {
 		return nil, err
 	}
-	if err := r.purgeOrphans(); err != nil {
+	if err := r.verifyTail(); err != nil {
+		return nil, err
+	}
+	if err := r.segs.openWriter(r.committedLength); err != nil {
 		return nil, err
 	}
 	r.removeStaleViews()

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -22,6 +21,7 @@ type Step struct {
 	pending map[Hash]location // content added by this step, not yet in the index
 	blocks  uint64
 	zeros   map[int]Hash
+	durable bool // synced at commit (imports); captured writes wait for Sync
 	done    bool
 }
 
@@ -37,15 +37,13 @@ func (r *Repo) Begin(tl uint32, at time.Time) (*Step, error) {
 		return nil, err
 	}
 	r.wmu.Lock()
-	s := &Step{r: r, tl: tl, seq: r.head + 1, at: at.UTC(), b: r.db.NewBatch(), pending: map[Hash]location{}}
-	last, err := r.LastPoint(tl)
-	switch {
-	case err == nil:
-		s.last = last.Time
-	case !errors.Is(err, ErrNoPoint):
+	s := &Step{r: r, tl: tl, seq: r.head + 1, at: at.UTC(), b: r.db.NewBatch(), pending: map[Hash]location{}, durable: true}
+	last, err := r.lastTime(tl)
+	if err != nil {
 		s.release()
 		return nil, err
 	}
+	s.last = last
 	if !at.IsZero() && !s.last.IsZero() && !at.After(s.last) {
 		s.release()
 		return nil, fmt.Errorf("%w: %s is not after %s", ErrTimeOrder,
@@ -116,9 +114,15 @@ func (s *Step) check(d Disk, block uint64, data []byte) error {
 	return nil
 }
 
-// content finds or stores the content with hash h.
+// content finds or stores the content with hash h. A durable step indexes
+// new content in its batches (the content is synced before each); a captured
+// step leaves that to Repo.Sync, so that the index never points at content a
+// crash could lose.
 func (s *Step) content(h Hash, data []byte) (location, error) {
 	if loc, ok := s.pending[h]; ok {
+		return loc, nil
+	}
+	if loc, ok := s.r.unsynced[h]; ok {
 		return loc, nil
 	}
 	v, ok, err := s.r.get(hashKey(h))
@@ -133,22 +137,32 @@ func (s *Step) content(h Hash, data []byte) (location, error) {
 		return location{}, err
 	}
 	s.pending[h] = loc
-	s.b.Set(hashKey(h), loc.append(nil), nil)
+	if s.durable {
+		s.b.Set(hashKey(h), loc.append(nil), nil)
+	} else {
+		s.r.unsynced[h] = loc
+	}
 	return loc, nil
 }
 
-// flush makes the content durable, then commits the batch that indexes it.
+// flush commits the step's batch so far. A durable step first makes its
+// content durable and records the segment lengths; a captured step only hands
+// its content to the kernel, so that reads see it at once.
 func (s *Step) flush(sync *pebble.WriteOptions) error {
-	segs := s.r.segs
-	if err := segs.sync(); err != nil {
+	var err error
+	if s.durable {
+		err = s.r.syncContent(s.b)
+	} else {
+		err = s.r.segs.write()
+	}
+	if err != nil {
 		return err
 	}
-	for _, sl := range segs.takeSealed() {
-		s.b.Set(segmentKey(sl.id), be64(nil, sl.n), nil)
-	}
-	s.b.Set(segmentKey(segs.wID), be64(nil, segs.wLen), nil)
 	if err := s.b.Commit(sync); err != nil {
 		return fmt.Errorf("store: commit step %d: %w", s.seq, err)
+	}
+	if s.durable {
+		clear(s.r.unsynced)
 	}
 	s.b.Close()
 	s.b = s.r.db.NewBatch()
@@ -172,11 +186,20 @@ func (s *Step) Commit() (Point, error) {
 	p := Point{Seq: s.seq, Time: t, Blocks: s.blocks}
 	s.b.Set(pointKey(s.tl, t), be64(be64(nil, p.Seq), p.Blocks), nil)
 	s.b.Set(metaHead, be64(nil, p.Seq), nil)
-	if err := s.flush(pebble.Sync); err != nil {
+	opt := pebble.NoSync
+	if s.durable {
+		s.b.Set(metaSynced, be64(nil, p.Seq), nil)
+		opt = pebble.Sync
+	}
+	if err := s.flush(opt); err != nil {
 		s.r.purgeOrphans()
 		return Point{}, err
 	}
 	s.r.head = p.Seq
+	s.r.lastTimes[s.tl] = t
+	if !s.durable {
+		return p, nil
+	}
 	return p, s.r.publish()
 }
 
