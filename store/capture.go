@@ -55,7 +55,7 @@ func (r *Repo) Sync() error {
 	if err := r.syncContent(b); err != nil {
 		return err
 	}
-	b.Set(metaSynced, be64(nil, r.head), nil)
+	b.Set(metaSynced, be64(nil, r.head.Load()), nil)
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("store: sync journal: %w", err)
 	}
@@ -111,7 +111,7 @@ func (r *Repo) lastTime(tl uint32) (time.Time, error) {
 // so that opening the segments for appends does not cut it off.
 func (r *Repo) verifyTail() error {
 	synced, err := r.getU64(metaSynced)
-	if err != nil || synced >= r.head {
+	if err != nil || synced >= r.head.Load() {
 		return err
 	}
 	it, err := r.db.NewIter(&pebble.IterOptions{
@@ -174,7 +174,7 @@ func (r *Repo) verifyTail() error {
 			return err
 		}
 	}
-	b.Set(metaSynced, be64(nil, r.head), nil)
+	b.Set(metaSynced, be64(nil, r.head.Load()), nil)
 	return b.Commit(pebble.Sync)
 }
 
@@ -210,7 +210,7 @@ func (r *Repo) cutAt(b *pebble.Batch, seq uint64) error {
 		}
 		it.Close()
 	}
-	r.head = seq - 1
-	b.Set(metaHead, be64(nil, r.head), nil)
+	r.head.Store(seq - 1)
+	b.Set(metaHead, be64(nil, seq-1), nil)
 	return nil
 }

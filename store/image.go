@@ -20,8 +20,8 @@ type Image struct {
 
 // Image opens disk d at journal position pos (at most the head).
 func (r *Repo) Image(d Disk, pos uint64) (*Image, error) {
-	if pos > r.head {
-		return nil, fmt.Errorf("store: position %d is past the head %d", pos, r.head)
+	if pos > r.head.Load() {
+		return nil, fmt.Errorf("store: position %d is past the head %d", pos, r.head.Load())
 	}
 	return &Image{r: r, d: d, pos: pos}, nil
 }

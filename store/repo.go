@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -45,7 +46,7 @@ type Repo struct {
 	segs *segments
 	opts Options
 
-	head     uint64 // committed head (for a view: as published)
+	head     atomic.Uint64 // committed head (for a view: as published)
 	readOnly bool
 	private  string // read-only: the private link directory to remove on Close
 	gen      uint64 // read-only: the view generation opened
@@ -145,7 +146,9 @@ func openWriter(dir string, opt Options, creating bool) (_ *Repo, err error) {
 			r.Close()
 		}
 	}()
-	if r.head, err = r.getU64(metaHead); err != nil {
+	head, err := r.getU64(metaHead)
+	r.head.Store(head)
+	if err != nil {
 		return nil, err
 	}
 	if r.segs, err = openSegments(filepath.Join(dir, "segments")); err != nil {
@@ -188,7 +191,7 @@ func lockWriter(dir string) (*os.File, error) {
 func (r *Repo) Dir() string { return r.dir }
 
 // Head is the newest committed journal position (a view's: as published).
-func (r *Repo) Head() uint64 { return r.head }
+func (r *Repo) Head() uint64 { return r.head.Load() }
 
 // Generation is the view generation a read-only repository shows.
 func (r *Repo) Generation() uint64 { return r.gen }
@@ -247,7 +250,7 @@ func (r *Repo) committedLength(seg uint32) (uint64, error) { return r.getU64(seg
 // purgeOrphans deletes the versions of a step that was cut off before its
 // final, synced batch: they lie above the committed head.
 func (r *Repo) purgeOrphans() error {
-	start := be64([]byte{kindJournal}, r.head+1)
+	start := be64([]byte{kindJournal}, r.head.Load()+1)
 	it, err := r.db.NewIter(&pebble.IterOptions{LowerBound: start, UpperBound: []byte{kindJournal + 1}})
 	if err != nil {
 		return err
@@ -270,7 +273,7 @@ func (r *Repo) purgeOrphans() error {
 	if n == 0 {
 		return b.Close()
 	}
-	r.logf("purging %d block versions of an interrupted step above position %d", n, r.head)
+	r.logf("purging %d block versions of an interrupted step above position %d", n, r.head.Load())
 	return b.Commit(pebble.Sync)
 }
 

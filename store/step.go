@@ -37,7 +37,7 @@ func (r *Repo) Begin(tl uint32, at time.Time) (*Step, error) {
 		return nil, err
 	}
 	r.wmu.Lock()
-	s := &Step{r: r, tl: tl, seq: r.head + 1, at: at.UTC(), b: r.db.NewBatch(), pending: map[Hash]location{}, durable: true}
+	s := &Step{r: r, tl: tl, seq: r.head.Load() + 1, at: at.UTC(), b: r.db.NewBatch(), pending: map[Hash]location{}, durable: true}
 	last, err := r.lastTime(tl)
 	if err != nil {
 		s.release()
@@ -195,7 +195,7 @@ func (s *Step) Commit() (Point, error) {
 		s.r.purgeOrphans()
 		return Point{}, err
 	}
-	s.r.head = p.Seq
+	s.r.head.Store(p.Seq)
 	s.r.lastTimes[s.tl] = t
 	if !s.durable {
 		return p, nil

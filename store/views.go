@@ -160,7 +160,9 @@ func openViewGen(dir string, gen uint64, opt Options) (_ *Repo, err error) {
 	}
 	r := &Repo{dir: dir, db: db, opts: opt, readOnly: true, private: priv, cache: cache, gen: gen}
 	cache.Ref()
-	if r.head, err = r.getU64(metaHead); err != nil {
+	head, err := r.getU64(metaHead)
+	r.head.Store(head)
+	if err != nil {
 		r.Close()
 		return nil, err
 	}

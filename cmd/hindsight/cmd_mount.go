@@ -8,6 +8,7 @@ import (
 
 	"github.com/hindsight-cdp/hindsight/cdp"
 	"github.com/hindsight-cdp/hindsight/fs"
+	"github.com/hindsight-cdp/hindsight/fs/fusesrv"
 	"github.com/urfave/cli/v2"
 )
 
@@ -49,7 +50,7 @@ readable by its owner only unless --allow-other. Ends on Ctrl-C, SIGTERM or 'umo
 				AllowOther: c.Bool("allow-other"),
 				Debug:      c.Bool("fuse-debug"),
 				ListPoints: c.Int("list-points"),
-				Logf:       func(f string, args ...any) { fmt.Fprintf(os.Stderr, "hindsight: "+f+"\n", args...) },
+				Logf:       stderrf,
 			})
 			if err != nil {
 				return err
@@ -68,7 +69,7 @@ readable by its owner only unless --allow-other. Ends on Ctrl-C, SIGTERM or 'umo
 }
 
 // unmount retries while the mount is busy (a shell's cwd, an open file).
-func unmount(srv *fs.Server, mnt string, stopped <-chan struct{}) error {
+func unmount(srv *fusesrv.Server, mnt string, stopped <-chan struct{}) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for {

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hindsight-cdp/hindsight/cdp"
+	"github.com/hindsight-cdp/hindsight/fs/fusesrv"
+	"github.com/hindsight-cdp/hindsight/fs/tap"
+	"github.com/hindsight-cdp/hindsight/store"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sync/errgroup"
+)
+
+func cmdProtect() *cli.Command {
+	return &cli.Command{
+		Name:      "protect",
+		Usage:     "present DISK as a writable file whose every write is journaled",
+		ArgsUsage: "DISK",
+		Description: `Mounts DIR/DISK.img, a file the size of the disk that losetup, QEMU or any program
+uses as the disk. Every write is journaled, in order, as a point of its own; fsync and
+close return once everything written before is durable. Writes must be aligned to
+512-byte sectors and lie within the disk.
+
+  hindsight --repo R protect web --mount /run/hs-web &
+  losetup -f --show /run/hs-web/web.img        # then mkfs, mount and use it as any disk
+
+The journal is synced and published every --sync-interval, so 'hindsight mount' in
+another process shows the new points, and a crash loses at most that much of what
+was never fsynced. Ends on Ctrl-C, SIGTERM or 'umount DIR' (detach loop devices first).`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "mount", Required: true, Usage: "directory to mount the disk file in"},
+			&cli.DurationFlag{Name: "sync-interval", Value: time.Second, Usage: "sync and publish the journal this often"},
+			&cli.BoolFlag{Name: "allow-other", Usage: "let other users open the disk file (mode 0666)"},
+			&cli.BoolFlag{Name: "fuse-debug", Usage: "log every FUSE request to stderr"},
+		},
+		Action: func(c *cli.Context) error {
+			if err := needArgs(c, 1, "a DISK"); err != nil {
+				return err
+			}
+			if c.Duration("sync-interval") <= 0 {
+				return usagef("--sync-interval must be positive")
+			}
+			return withRepo(c, false, func(r *store.Repo) error {
+				d, err := r.Disk(c.Args().First())
+				if err != nil {
+					return err
+				}
+				dev := cdp.NewDevice(r, d)
+				return serveDevice(c, dev, func(ctx context.Context) (*fusesrv.Server, error) {
+					return tap.Mount(ctx, c.String("mount"), d.Name+".img", dev, tap.Options{
+						AllowOther: c.Bool("allow-other"), Debug: c.Bool("fuse-debug"), Logf: stderrf,
+					})
+				})
+			})
+		},
+	}
+}
+
+// serveDevice runs a capture front end until a signal or an unmount, syncing
+// and publishing the journal meanwhile, and syncs a last time before it returns.
+func serveDevice(c *cli.Context, dev *cdp.Device, mount func(context.Context) (*fusesrv.Server, error)) error {
+	ctx, cancel := context.WithCancel(c.Context)
+	defer cancel()
+	srv, err := mount(context.Background()) // unmounted below, with retries
+	if err != nil {
+		return err
+	}
+	dir := c.String("mount")
+	fmt.Fprintf(c.App.ErrWriter, "protecting %s at %s; Ctrl-C or 'umount %s' ends it\n",
+		dev.Disk().Name, filepath.Join(dir, dev.Disk().Name+".img"), dir)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return dev.Run(gctx, c.Duration("sync-interval")) })
+	g.Go(func() error {
+		stopped := make(chan struct{})
+		go func() { srv.Wait(); close(stopped) }()
+		select {
+		case <-stopped:
+			cancel() // unmounted from outside
+			return nil
+		case <-gctx.Done():
+			return unmount(srv, dir, stopped)
+		}
+	})
+	err = g.Wait()
+	if ferr := dev.Flush(); err == nil {
+		err = ferr
+	}
+	return err
+}
+
+func stderrf(f string, args ...any) { fmt.Fprintf(os.Stderr, "hindsight: "+f+"\n", args...) }

@@ -1,0 +1,185 @@
+// Package tap presents a protected disk as one writable file on a FUSE mount,
+// <mount>/<disk>.img, that losetup, QEMU or any program uses like a disk: the
+// capture front end of DESIGN.md. Reads show the newest state; each write is
+// handed to the Device, which journals it before the write returns; fsync and
+// flush (close) return only when everything written before is durable.
+//
+// The file keeps its size: a write past the end gets ENOSPC, a write not
+// aligned to 512-byte sectors EINVAL, truncation EPERM. Punching a hole
+// (fallocate, or discard from a loop device) writes zeros, which cost no
+// content in the journal.
+package tap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/hindsight-cdp/hindsight/cdp"
+	"github.com/hindsight-cdp/hindsight/fs/fusesrv"
+	"github.com/hindsight-cdp/hindsight/store"
+)
+
+// Device is the protected disk the file shows.
+type Device interface {
+	Size() int64
+	ReadAt(p []byte, off int64) (int, error)
+	WriteAt(p []byte, off int64) (int, error)
+	Zero(off, n int64) error
+	Flush() error
+}
+
+// Options tune the mount.
+type Options struct {
+	AllowOther bool // mode 0666 and allow_other; default 0600, owner only
+	Debug      bool
+	Logf       func(format string, args ...any)
+}
+
+// Mount serves dev as dir/name until ctx ends or the returned server is unmounted.
+func Mount(ctx context.Context, dir, name string, dev Device, opt Options) (*fusesrv.Server, error) {
+	mode := uint32(0o600)
+	if opt.AllowOther {
+		mode = 0o666
+	}
+	logf := opt.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	f := &file{dev: dev, mode: mode, logf: logf, mtime: time.Now()}
+	root := &root{name: name, file: f}
+	return fusesrv.Mount(ctx, dir, root, fusesrv.Config{Name: "hindsight-tap", AllowOther: opt.AllowOther, Debug: opt.Debug, Logf: logf})
+}
+
+type root struct {
+	fs.Inode
+	name string
+	file *file
+}
+
+var _ = (fs.NodeOnAdder)((*root)(nil))
+
+func (r *root) OnAdd(ctx context.Context) {
+	r.AddChild(r.name, r.NewPersistentInode(ctx, r.file, fs.StableAttr{Mode: syscall.S_IFREG, Ino: 2}), false)
+}
+
+type file struct {
+	fs.Inode
+	dev   Device
+	mode  uint32
+	logf  func(string, ...any)
+	mtime time.Time
+}
+
+var (
+	_ = (fs.NodeGetattrer)((*file)(nil))
+	_ = (fs.NodeSetattrer)((*file)(nil))
+	_ = (fs.NodeOpener)((*file)(nil))
+	_ = (fs.NodeReader)((*file)(nil))
+	_ = (fs.NodeWriter)((*file)(nil))
+	_ = (fs.NodeFsyncer)((*file)(nil))
+	_ = (fs.NodeFlusher)((*file)(nil))
+	_ = (fs.NodeAllocater)((*file)(nil))
+)
+
+func (f *file) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = syscall.S_IFREG | f.mode
+	out.Size = uint64(f.dev.Size())
+	out.Nlink = 1
+	out.Blksize = 4096
+	out.Blocks = (out.Size + 511) / 512
+	out.SetTimes(nil, &f.mtime, &f.mtime)
+	out.Owner = fuse.Owner{Uid: uint32(syscall.Getuid()), Gid: uint32(syscall.Getgid())}
+	return 0
+}
+
+// Setattr accepts what does not change the size (touch, chmod by the owner
+// is ignored); a disk cannot grow or shrink.
+func (f *file) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if sz, ok := in.GetSize(); ok && int64(sz) != f.dev.Size() {
+		return syscall.EPERM
+	}
+	return f.Getattr(ctx, fh, out)
+}
+
+func (f *file) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if flags&syscall.O_TRUNC != 0 {
+		return nil, 0, syscall.EPERM
+	}
+	return nil, 0, 0
+}
+
+func (f *file) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if off >= f.dev.Size() {
+		return fuse.ReadResultData(nil), 0
+	}
+	n, err := f.dev.ReadAt(dest, off)
+	if err != nil && n < len(dest) && off+int64(n) < f.dev.Size() {
+		return nil, f.errno("read", off, err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+func (f *file) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	n, err := f.dev.WriteAt(data, off)
+	if err != nil {
+		return 0, f.errno("write", off, err)
+	}
+	return uint32(n), 0
+}
+
+func (f *file) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscall.Errno {
+	if err := f.dev.Flush(); err != nil {
+		return f.errno("fsync", 0, err)
+	}
+	return 0
+}
+
+// Flush is called on every close: what a program wrote is durable when its
+// close returns, as if it had called fsync.
+func (f *file) Flush(ctx context.Context, fh fs.FileHandle) syscall.Errno {
+	return f.Fsync(ctx, fh, 0)
+}
+
+// Allocate punches holes (discard) as zeros; plain allocation is a no-op, the
+// whole disk exists already.
+func (f *file) Allocate(ctx context.Context, fh fs.FileHandle, off, size uint64, mode uint32) syscall.Errno {
+	const punchHole = 0x02 // FALLOC_FL_PUNCH_HOLE
+	if mode&punchHole == 0 {
+		if int64(off+size) > f.dev.Size() {
+			return syscall.ENOSPC
+		}
+		return 0
+	}
+	if err := f.dev.Zero(int64(off), int64(size)); err != nil {
+		return f.errno("punch hole", int64(off), err)
+	}
+	return 0
+}
+
+// errno maps an error to what the kernel returns, logging the unexpected.
+func (f *file) errno(op string, off int64, err error) syscall.Errno {
+	switch {
+	case errors.Is(err, store.ErrOutOfRange):
+		return syscall.ENOSPC
+	case errors.Is(err, cdp.ErrMisaligned):
+		return syscall.EINVAL
+	case errors.Is(err, context.Canceled):
+		return syscall.EINTR
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		f.logf("tap: %s at %d: %v", op, off, err)
+		return errno
+	}
+	f.logf("tap: %s at %d: %v", op, off, err)
+	return syscall.EIO
+}
+
+// String names the node in go-fuse's debug output.
+func (f *file) String() string { return fmt.Sprintf("tap(%d bytes)", f.dev.Size()) }

@@ -1,0 +1,344 @@
+package store
+
+import (
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// Benchmarks of the store, and two helpers that scripts/bench-open.sh drives
+// (a repository writer and a timer of opens through a real mount). Figures
+// and how to reproduce them: docs/PERFORMANCE.md.
+
+const benchBS = 4096
+
+// benchJournal is the shape of a benchmark repository: a disk of blocks
+// blocks, every one rewritten at each of points points, a minute apart, the
+// first a day ago (so that every instant lies in the past for a mount).
+type benchJournal struct {
+	blocks, points int
+}
+
+func (j benchJournal) versions() int { return j.blocks * j.points }
+
+// benchJournals are the journals BenchmarkOpenInstant measures: 1M block
+// versions (a 1 GiB disk written 4 times) and, with HINDSIGHT_BENCH_10M=1,
+// 10M (the same disk written 40 times; slow to build).
+func benchJournals() map[string]benchJournal {
+	js := map[string]benchJournal{"versions=1M": {blocks: 1 << 18, points: 4}}
+	if os.Getenv("HINDSIGHT_BENCH_10M") == "1" {
+		js["versions=10M"] = benchJournal{blocks: 1 << 18, points: 40}
+	}
+	return js
+}
+
+// benchPool is a small pool of distinct random blocks: content stays cheap
+// (256 blocks stored once), while the index holds every version.
+func benchPool() ([][]byte, []Hash) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	pool := make([][]byte, 256)
+	hashes := make([]Hash, len(pool))
+	for i := range pool {
+		pool[i] = make([]byte, benchBS)
+		for j := range pool[i] {
+			pool[i][j] = byte(rng.Uint32() | 1) // never all zeros
+		}
+		hashes[i] = HashBlock(pool[i])
+	}
+	return pool, hashes
+}
+
+// buildBenchRepo writes journal j into a new repository in dir and returns
+// the first point's time.
+func buildBenchRepo(tb testing.TB, dir string, j benchJournal) time.Time {
+	tb.Helper()
+	if err := Init(dir); err != nil {
+		tb.Fatal(err)
+	}
+	r, err := Open(dir, Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer r.Close()
+	d, err := r.CreateDisk("bench", int64(j.blocks)*benchBS, benchBS)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pool, hashes := benchPool()
+	rng := rand.New(rand.NewPCG(1, 2))
+	first := time.Now().Add(-24 * time.Hour).Truncate(time.Second).UTC()
+	for p := 0; p < j.points; p++ {
+		s, err := r.Begin(d.Timeline, first.Add(time.Duration(p)*time.Minute))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		for b := 0; b < j.blocks; b++ {
+			k := rng.IntN(len(pool))
+			if err := s.PutHashed(d, uint64(b), pool[k], hashes[k]); err != nil {
+				tb.Fatal(err)
+			}
+		}
+		if _, err := s.Commit(); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return first
+}
+
+// percentile of sorted durations, p in [0, 1].
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[min(int(p*float64(len(sorted))), len(sorted)-1)]
+}
+
+// BenchmarkOpenInstant times what opening an instant costs the store: the
+// point at a random time (PointAt), the image at that point, and a 4 KiB read
+// at a random block, on a read-only view (as the mount opens it) of a
+// repository with 1M (and, with HINDSIGHT_BENCH_10M=1, 10M) block versions.
+// ns/op is the mean; p50-ns, p99-ns and max-ns are over the timed operations,
+// first-ns is the first one after opening the view (empty block cache; the
+// page cache holds the freshly written index).
+func BenchmarkOpenInstant(b *testing.B) {
+	js := benchJournals()
+	names := make([]string, 0, len(js))
+	for n := range js {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		j := js[name]
+		b.Run(name, func(b *testing.B) {
+			dir := b.TempDir()
+			start := time.Now()
+			first := buildBenchRepo(b, dir, j)
+			build := time.Since(start)
+			r, err := Open(dir, Options{ReadOnly: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer r.Close()
+			d, err := r.Disk("bench")
+			if err != nil {
+				b.Fatal(err)
+			}
+			span := int64(j.points) * int64(time.Minute) // up to a minute past the last point
+			rng := rand.New(rand.NewPCG(3, 4))
+			buf := make([]byte, benchBS)
+			var lat []time.Duration
+			for b.Loop() {
+				at := first.Add(time.Duration(rng.Int64N(span)))
+				blk := rng.Int64N(int64(j.blocks))
+				t0 := time.Now()
+				p, err := r.PointAt(d.Timeline, at)
+				if err != nil {
+					b.Fatal(err)
+				}
+				im, err := r.Image(d, p.Seq)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := im.ReadAt(buf, blk*benchBS); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(t0))
+				if buf[0] == 0 {
+					b.Fatalf("block %d at %v reads zeros", blk, at)
+				}
+			}
+			b.ReportMetric(build.Seconds(), "build-s")
+			firstLat := lat[0]
+			slices.Sort(lat)
+			b.ReportMetric(float64(firstLat.Nanoseconds()), "first-ns")
+			b.ReportMetric(float64(percentile(lat, 0.5).Nanoseconds()), "p50-ns")
+			b.ReportMetric(float64(percentile(lat, 0.99).Nanoseconds()), "p99-ns")
+			b.ReportMetric(float64(lat[len(lat)-1].Nanoseconds()), "max-ns")
+		})
+	}
+}
+
+// BenchmarkReadImage reads the newest point of a 256 MiB disk (a base image
+// and 10 points of 1 MiB of scattered 4 KiB writes) with 1 MiB ReadAt calls,
+// straight from the store (no FUSE): the store's own share of a mount read,
+// on one goroutine, with the segments in the page cache.
+func BenchmarkReadImage(b *testing.B) {
+	for _, kind := range []string{"random", "half-compressible"} {
+		b.Run(kind, func(b *testing.B) {
+			const size = 256 << 20
+			blocks := size / benchBS
+			dir := b.TempDir()
+			if err := Init(dir); err != nil {
+				b.Fatal(err)
+			}
+			r, err := Open(dir, Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer r.Close()
+			d, err := r.CreateDisk("x", size, benchBS)
+			if err != nil {
+				b.Fatal(err)
+			}
+			rng := rand.New(rand.NewPCG(9, 9))
+			block := func() []byte {
+				p := make([]byte, benchBS)
+				n := benchBS
+				if kind != "random" {
+					n /= 2
+				}
+				for i := 0; i < n; i++ {
+					p[i] = byte(rng.Uint32())
+				}
+				return p
+			}
+			t0 := time.Now().Add(-time.Hour)
+			for p := 0; p <= 10; p++ {
+				s, err := r.Begin(d.Timeline, t0.Add(time.Duration(p)*time.Minute))
+				if err != nil {
+					b.Fatal(err)
+				}
+				n := blocks // the base writes every block, each point 1 MiB
+				if p > 0 {
+					n = (1 << 20) / benchBS
+				}
+				for i := 0; i < n; i++ {
+					blk := i
+					if p > 0 {
+						blk = rng.IntN(blocks)
+					}
+					if err := s.Put(d, uint64(blk), block()); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if _, err := s.Commit(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			im, err := r.Image(d, r.Head())
+			if err != nil {
+				b.Fatal(err)
+			}
+			buf := make([]byte, 1<<20)
+			b.SetBytes(size)
+			for b.Loop() {
+				for off := int64(0); off < size; off += int64(len(buf)) {
+					if _, err := im.ReadAt(buf, off); err != nil && err != io.EOF {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestBenchRepo is a helper for scripts/bench-open.sh, skipped unless
+// HINDSIGHT_BENCH_REPO names a directory: it writes the 1M-version journal of
+// BenchmarkOpenInstant there (10M with HINDSIGHT_BENCH_10M=1) and prints the
+// first point's and the last point's Unix times.
+func TestBenchRepo(t *testing.T) {
+	dir := os.Getenv("HINDSIGHT_BENCH_REPO")
+	if dir == "" {
+		t.Skip("HINDSIGHT_BENCH_REPO not set")
+	}
+	j := benchJournals()["versions=1M"]
+	if os.Getenv("HINDSIGHT_BENCH_10M") == "1" {
+		j = benchJournals()["versions=10M"]
+	}
+	start := time.Now()
+	first := buildBenchRepo(t, dir, j)
+	last := first.Add(time.Duration(j.points-1) * time.Minute)
+	fmt.Printf("bench-repo versions=%d first=%d last=%d build-s=%.1f\n",
+		j.versions(), first.Unix(), last.Unix(), time.Since(start).Seconds())
+}
+
+// TestBenchMountOpen is a helper for scripts/bench-open.sh, skipped unless
+// HINDSIGHT_BENCH_MOUNT names a disk directory of a mounted bench repository
+// (MNT/bench): it opens HINDSIGHT_BENCH_N (200) instants never looked up
+// before, at random nanosecond times from HINDSIGHT_BENCH_FIRST to a minute
+// past HINDSIGHT_BENCH_LAST (Unix seconds), each by a stat of the instant
+// directory, an open of its flat image and a 4 KiB read at a random block,
+// and prints the latencies' median, p99 and maximum, and the median of each
+// part (stat, open, read). HINDSIGHT_BENCH_WARMUP opens as many untimed
+// instants first.
+func TestBenchMountOpen(t *testing.T) {
+	dir := os.Getenv("HINDSIGHT_BENCH_MOUNT")
+	if dir == "" {
+		t.Skip("HINDSIGHT_BENCH_MOUNT not set")
+	}
+	envInt := func(name string, def int64) int64 {
+		v, err := strconv.ParseInt(os.Getenv(name), 10, 64)
+		if err != nil {
+			if def < 0 {
+				t.Fatalf("%s: %v", name, err)
+			}
+			return def
+		}
+		return v
+	}
+	first := time.Unix(envInt("HINDSIGHT_BENCH_FIRST", -1), 0)
+	last := time.Unix(envInt("HINDSIGHT_BENCH_LAST", -1), 0)
+	n := int(envInt("HINDSIGHT_BENCH_N", 200))
+	seed := uint64(envInt("HINDSIGHT_BENCH_SEED", time.Now().UnixNano()))
+	disk := filepath.Base(dir)
+	rng := rand.New(rand.NewPCG(seed, 11))
+	span := last.Add(time.Minute).Sub(first)
+	buf := make([]byte, benchBS)
+	warmup := int(envInt("HINDSIGHT_BENCH_WARMUP", 0))
+	var size int64
+	var lat, stat, open, read []time.Duration
+	for i := 0; i < warmup+n; i++ {
+		at := first.Add(time.Duration(rng.Int64N(int64(span))))
+		name := at.UTC().Format("20060102T150405.000000000Z") // ISO basic, as listed, with nanoseconds
+		t0 := time.Now()
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+		t1 := time.Now()
+		f, err := os.Open(filepath.Join(dir, name, disk+"-flat.vmdk"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t2 := time.Now()
+		if size == 0 {
+			st, err := f.Stat()
+			if err != nil {
+				t.Fatal(err)
+			}
+			size = st.Size()
+		}
+		blk := rng.Int64N(size / benchBS)
+		t3 := time.Now()
+		_, err = f.ReadAt(buf, blk*benchBS)
+		t4 := time.Now()
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if buf[0] == 0 {
+			t.Fatalf("%s: block %d reads zeros", name, blk)
+		}
+		if i < warmup {
+			continue
+		}
+		lat = append(lat, t1.Sub(t0)+t2.Sub(t1)+t4.Sub(t3))
+		stat, open, read = append(stat, t1.Sub(t0)), append(open, t2.Sub(t1)), append(read, t4.Sub(t3))
+	}
+	var sum time.Duration
+	for _, l := range lat {
+		sum += l
+	}
+	for _, s := range [][]time.Duration{lat, stat, open, read} {
+		slices.Sort(s)
+	}
+	ms := func(d time.Duration) string { return fmt.Sprintf("%.3f", float64(d.Microseconds())/1000) }
+	fmt.Printf("bench-open n=%d median-ms=%s p99-ms=%s max-ms=%s mean-ms=%s stat-ms=%s open-ms=%s read-ms=%s\n",
+		n, ms(percentile(lat, 0.5)), ms(percentile(lat, 0.99)), ms(lat[len(lat)-1]), ms(sum/time.Duration(n)),
+		ms(percentile(stat, 0.5)), ms(percentile(open, 0.5)), ms(percentile(read, 0.5)))
+}
