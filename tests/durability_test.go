@@ -38,7 +38,7 @@ func TestKilledImport(t *testing.T) {
 
 	for _, after := range []int64{1 << 20, 24 << 20, 64 << 20} {
 		grown := contentBytes(t, repo) + after
-		cmd := exec.Command(binary, "--repo", repo, "import", "big", nextPath)
+		cmd := exec.Command(hsBin, "--repo", repo, "import", "big", nextPath)
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}

@@ -14,8 +14,8 @@ import (
 	"time"
 )
 
-// binary is the hindsight binary built once for all tests.
-var binary string
+// hsBin is the hindsight binary built once for all tests.
+var hsBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "hindsight-e2e-bin")
@@ -23,8 +23,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(dir, "hindsight")
-	build := exec.Command("go", "build", "-race", "-o", binary, "../cmd/hindsight")
+	hsBin = filepath.Join(dir, "hindsight")
+	build := exec.Command("go", "build", "-race", "-o", hsBin, "../cmd/hindsight")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build hindsight:", err)
@@ -46,7 +46,7 @@ func hs(t *testing.T, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, binary, args...)
+	cmd := exec.CommandContext(ctx, hsBin, args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	cmd.Env = append(os.Environ(), "HINDSIGHT_REPO=")
@@ -122,7 +122,7 @@ func mountRepo(t *testing.T, repo string, extra ...string) string {
 		t.Fatal(err)
 	}
 	args := append([]string{"--repo", repo, "mount", mnt}, extra...)
-	cmd := exec.Command(binary, args...)
+	cmd := exec.Command(hsBin, args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -180,6 +180,15 @@ func isMounted(dir string) bool {
 // and detaches it at cleanup.
 func attachLoop(t *testing.T, file string, offset, size int64) string {
 	t.Helper()
+	dev, detach := attachLoopNow(t, file, offset, size)
+	t.Cleanup(detach)
+	return dev
+}
+
+// attachLoopNow is attachLoop for a caller that detaches early: detach may
+// be called more than once.
+func attachLoopNow(t *testing.T, file string, offset, size int64) (string, func()) {
+	t.Helper()
 	args := []string{"-r", "-f", "--show"}
 	if offset > 0 {
 		args = append(args, "-o", fmt.Sprint(offset))
@@ -188,7 +197,12 @@ func attachLoop(t *testing.T, file string, offset, size int64) string {
 		args = append(args, "--sizelimit", fmt.Sprint(size))
 	}
 	dev := strings.TrimSpace(run(t, "losetup", append(args, file)...))
-	t.Cleanup(func() {
+	done := false
+	return dev, func() {
+		if done {
+			return
+		}
+		done = true
 		for i := 0; i < 50; i++ {
 			if exec.Command("losetup", "-d", dev).Run() == nil {
 				return
@@ -196,21 +210,32 @@ func attachLoop(t *testing.T, file string, offset, size int64) string {
 			time.Sleep(100 * time.Millisecond)
 		}
 		t.Errorf("could not detach %s", dev)
-	})
-	return dev
+	}
 }
 
 // mountRO mounts an ext4 device read-only without replaying its journal and
 // unmounts it at cleanup.
 func mountRO(t *testing.T, dev string) string {
 	t.Helper()
+	dir, unmount := mountRONow(t, dev)
+	t.Cleanup(unmount)
+	return dir
+}
+
+// mountRONow is mountRO for a caller that unmounts early.
+func mountRONow(t *testing.T, dev string) (string, func()) {
+	t.Helper()
 	dir := t.TempDir()
 	run(t, "mount", "-t", "ext4", "-o", "ro,noload", dev, dir)
-	t.Cleanup(func() {
+	done := false
+	return dir, func() {
+		if done {
+			return
+		}
+		done = true
 		if err := exec.Command("umount", dir).Run(); err != nil {
 			exec.Command("umount", "-l", dir).Run()
 			t.Errorf("umount %s: %v", dir, err)
 		}
-	})
-	return dir
+	}
 }

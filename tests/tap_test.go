@@ -2,7 +2,7 @@ package tests
 
 import (
 	"bytes"
-	le "encoding/binary"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -20,7 +20,7 @@ func protect(t *testing.T, repo, disk string) (string, *exec.Cmd) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "tap")
 	os.Mkdir(dir, 0o700)
-	cmd := exec.Command(binary, "--repo", repo, "protect", disk, "--mount", dir, "--sync-interval", "200ms")
+	cmd := exec.Command(hsBin, "--repo", repo, "protect", disk, "--mount", dir, "--sync-interval", "200ms")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -153,7 +153,7 @@ func TestTapKilledKeepsFsynced(t *testing.T) {
 	defer f.Close()
 	record := func(n uint64) []byte { // block n holds its own number and a checksum
 		b := make([]byte, 4096)
-		le.LittleEndian.PutUint64(b, n+1)
+		binary.LittleEndian.PutUint64(b, n+1)
 		for i := 8; i < len(b); i++ {
 			b[i] = byte(n*31 + uint64(i))
 		}
