@@ -2,8 +2,9 @@
 GO       ?= go
 BIN      := bin/hindsight
 PKGS     := ./...
-# Debian packages the tests drive: FUSE, qemu-img/qemu-io, mkfs.ext4/e2fsck/debugfs, sfdisk, losetup.
-APT_PKGS := fuse3 qemu-utils e2fsprogs fdisk util-linux b3sum
+# Debian packages the tests drive: FUSE, qemu-img/qemu-io/qemu-nbd, mkfs.ext4/e2fsck, sfdisk,
+# losetup/fsfreeze, sqlite3, nbdinfo/nbdcopy.
+APT_PKGS := fuse3 qemu-utils e2fsprogs fdisk util-linux b3sum sqlite3 libnbd-bin
 
 .PHONY: help build test deps lint bench demo soak clean ci
 
