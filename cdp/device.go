@@ -2,8 +2,12 @@ package cdp
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,12 +37,14 @@ type Device struct {
 	writes, bytes, blocks, flushes atomic.Uint64
 	lastWrite                      atomic.Int64 // unix nanoseconds
 	published                      atomic.Uint64
+	publishedAt                    atomic.Int64 // time of the published point, unix nanoseconds
 	started                        time.Time
+	frontEnd                       string
 }
 
-// NewDevice serves disk d of the writer repository r.
-func NewDevice(r *store.Repo, d store.Disk) *Device {
-	return &Device{r: r, d: d, started: time.Now()}
+// NewDevice serves disk d of the writer repository r through frontEnd ("tap", "nbd").
+func NewDevice(r *store.Repo, d store.Disk, frontEnd string) *Device {
+	return &Device{r: r, d: d, started: time.Now(), frontEnd: frontEnd}
 }
 
 // Disk is the protected disk.
@@ -143,21 +149,79 @@ func (v *Device) Flush() error {
 
 // Run syncs and publishes the journal every interval while there were
 // writes, so that a crash loses at most that much unflushed work and readers
-// in other processes see new points; it returns when ctx ends, after a last
-// sync and publish.
+// in other processes see new points, and writes the device's Status for
+// `hindsight status`. It returns when ctx ends, after a last sync and publish.
 func (v *Device) Run(ctx context.Context, interval time.Duration) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	prev, prevAt := v.Stats(), time.Now()
 	for {
 		select {
 		case <-ctx.Done():
-			return v.publish()
+			err := v.publish()
+			v.writeStatus(prev, prevAt, false)
+			return err
 		case <-t.C:
 			if err := v.publish(); err != nil {
 				return err
 			}
+			prev, prevAt = v.writeStatus(prev, prevAt, true)
 		}
 	}
+}
+
+// Status is what a running capture front end reports of its disk: written to
+// <repo>/run/<disk>.json every sync interval, read by `hindsight status`.
+type Status struct {
+	DeviceStats
+	FrontEnd      string    `json:"front_end"`
+	PID           int       `json:"pid"`
+	Running       bool      `json:"running"`
+	Updated       time.Time `json:"updated"`
+	WritesPerSec  float64   `json:"writes_per_sec"`
+	BytesPerSec   float64   `json:"bytes_per_sec"`
+	PublishedTime time.Time `json:"published_time,omitzero"`
+}
+
+// StatusPath is where the front end of disk writes its Status.
+func StatusPath(repo, disk string) string { return filepath.Join(repo, "run", disk+".json") }
+
+// ReadStatus reads the last Status a front end of disk wrote; Running is
+// false when the process is gone.
+func ReadStatus(repo, disk string) (Status, error) {
+	var st Status
+	b, err := os.ReadFile(StatusPath(repo, disk))
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("status of %q: %w", disk, err)
+	}
+	if st.Running && syscall.Kill(st.PID, 0) != nil {
+		st.Running = false // killed without a chance to say so
+	}
+	return st, nil
+}
+
+func (v *Device) writeStatus(prev DeviceStats, prevAt time.Time, running bool) (DeviceStats, time.Time) {
+	now, cur := time.Now(), v.Stats()
+	st := Status{DeviceStats: cur, FrontEnd: v.frontEnd, PID: os.Getpid(), Running: running, Updated: now.UTC()}
+	if dt := now.Sub(prevAt).Seconds(); dt > 0 {
+		st.WritesPerSec = float64(cur.Writes-prev.Writes) / dt
+		st.BytesPerSec = float64(cur.BytesWritten-prev.BytesWritten) / dt
+	}
+	if t := v.publishedAt.Load(); t != 0 {
+		st.PublishedTime = time.Unix(0, t).UTC()
+	}
+	b, _ := json.MarshalIndent(st, "", "  ")
+	path := StatusPath(v.r.Dir(), v.d.Name)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err == nil {
+		tmp := path + ".tmp"
+		if os.WriteFile(tmp, b, 0o600) == nil {
+			os.Rename(tmp, path)
+		}
+	}
+	return cur, now
 }
 
 func (v *Device) publish() error {
@@ -170,6 +234,9 @@ func (v *Device) publish() error {
 	}
 	if err := v.r.Publish(); err != nil {
 		return err
+	}
+	if p, err := v.r.LastPoint(v.d.Timeline); err == nil {
+		v.publishedAt.Store(p.Time.UnixNano())
 	}
 	v.published.Store(head)
 	return nil

@@ -13,7 +13,7 @@ import (
 func TestDeviceModel(t *testing.T) {
 	r := newRepo(t)
 	d, _ := r.CreateDisk("dev", 1<<20, 4096)
-	v := NewDevice(r, d)
+	v := NewDevice(r, d, "test")
 	model := make([]byte, d.Size)
 	rng := rand.New(rand.NewPCG(9, 9))
 	for i := 0; i < 300; i++ {
@@ -60,7 +60,7 @@ func TestDeviceModel(t *testing.T) {
 func TestDeviceConcurrentWriters(t *testing.T) {
 	r := newRepo(t)
 	d, _ := r.CreateDisk("dev", 256*4096, 4096)
-	v := NewDevice(r, d)
+	v := NewDevice(r, d, "test")
 	var wg sync.WaitGroup
 	for w := 0; w < 4; w++ {
 		wg.Add(1)

@@ -266,7 +266,7 @@ func TestBenchRepo(t *testing.T) {
 // directory, an open of its flat image and a 4 KiB read at a random block,
 // and prints the latencies' median, p99 and maximum, and the median of each
 // part (stat, open, read). HINDSIGHT_BENCH_WARMUP opens as many untimed
-// instants first.
+// instants first; HINDSIGHT_BENCH_PACE_MS sleeps before each open.
 func TestBenchMountOpen(t *testing.T) {
 	dir := os.Getenv("HINDSIGHT_BENCH_MOUNT")
 	if dir == "" {
@@ -291,9 +291,11 @@ func TestBenchMountOpen(t *testing.T) {
 	span := last.Add(time.Minute).Sub(first)
 	buf := make([]byte, benchBS)
 	warmup := int(envInt("HINDSIGHT_BENCH_WARMUP", 0))
+	pace := time.Duration(envInt("HINDSIGHT_BENCH_PACE_MS", 0)) * time.Millisecond
 	var size int64
 	var lat, stat, open, read []time.Duration
 	for i := 0; i < warmup+n; i++ {
+		time.Sleep(pace)
 		at := first.Add(time.Duration(rng.Int64N(int64(span))))
 		name := at.UTC().Format("20060102T150405.000000000Z") // ISO basic, as listed, with nanoseconds
 		t0 := time.Now()
@@ -341,4 +343,54 @@ func TestBenchMountOpen(t *testing.T) {
 	fmt.Printf("bench-open n=%d median-ms=%s p99-ms=%s max-ms=%s mean-ms=%s stat-ms=%s open-ms=%s read-ms=%s\n",
 		n, ms(percentile(lat, 0.5)), ms(percentile(lat, 0.99)), ms(lat[len(lat)-1]), ms(sum/time.Duration(n)),
 		ms(percentile(stat, 0.5)), ms(percentile(open, 0.5)), ms(percentile(read, 0.5)))
+}
+
+// TestBenchWriter is a helper for scripts/bench-open.sh, skipped unless
+// HINDSIGHT_BENCH_WRITER names a bench repository: it plays a live writer
+// beside the mount for HINDSIGHT_BENCH_WRITER_SECONDS (10), committing a step
+// of 256 rewritten blocks every 50 ms (each step publishes a view), and
+// prints how many steps it made and their mean duration.
+func TestBenchWriter(t *testing.T) {
+	dir := os.Getenv("HINDSIGHT_BENCH_WRITER")
+	if dir == "" {
+		t.Skip("HINDSIGHT_BENCH_WRITER not set")
+	}
+	secs, err := strconv.Atoi(os.Getenv("HINDSIGHT_BENCH_WRITER_SECONDS"))
+	if err != nil {
+		secs = 10
+	}
+	r, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	d, err := r.Disk("bench")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, hashes := benchPool()
+	rng := rand.New(rand.NewPCG(5, 5))
+	end := time.Now().Add(time.Duration(secs) * time.Second)
+	var steps int
+	var busy time.Duration
+	for time.Now().Before(end) {
+		t0 := time.Now()
+		s, err := r.Begin(d.Timeline, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 256; i++ {
+			k := rng.IntN(len(pool))
+			if err := s.PutHashed(d, uint64(rng.IntN(int(d.Blocks()))), pool[k], hashes[k]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := s.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		busy += time.Since(t0)
+		steps++
+		time.Sleep(50 * time.Millisecond)
+	}
+	fmt.Printf("bench-writer steps=%d step-ms=%.1f\n", steps, float64(busy.Microseconds())/1000/float64(steps))
 }

@@ -307,6 +307,14 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
+// LogicalBytes is what the non-zero block versions ever journaled for d
+// would take uncompressed and without dedupe: against ContentBytes, the
+// reduction the journal achieves.
+func (r *Repo) LogicalBytes(d Disk) (int64, error) {
+	n, err := r.getU64(diskVersionsKey(d.ID))
+	return int64(n) * int64(d.BlockSize), err
+}
+
 // ContentBytes is the size of all stored content: what the repository costs
 // beyond its index.
 func (r *Repo) ContentBytes() (int64, error) {

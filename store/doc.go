@@ -32,7 +32,8 @@
 // All integers are big-endian and fixed width, so byte order is numeric order.
 // Timestamps are Unix nanoseconds with the sign bit flipped.
 //
-//	'm' name                         → meta value (head u64, nextdisk u32, …)
+//	'm' name                         → meta value (head, synced, nextdisk: u64)
+//	'm' 'v' disk u32                 → count u64 of the disk's non-zero block versions
 //	'd' name                         → Disk as JSON
 //	'v' disk u32 | block u64 | ^seq u64 → version: hash [32] | location
 //	'j' seq u64 | disk u32 | block u64  → empty: the journal in time order

@@ -27,6 +27,9 @@ var (
 func be32(b []byte, v uint32) []byte { return binary.BigEndian.AppendUint32(b, v) }
 func be64(b []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(b, v) }
 
+// diskVersionsKey counts the non-zero block versions journaled for a disk.
+func diskVersionsKey(disk uint32) []byte { return be32([]byte{kindMeta, 'v'}, disk) }
+
 func diskKey(name string) []byte { return append([]byte{kindDisk}, name...) }
 
 func versionPrefix(disk uint32) []byte { return be32([]byte{kindVersion}, disk) }

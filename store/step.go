@@ -21,6 +21,7 @@ type Step struct {
 	pending map[Hash]location // content added by this step, not yet in the index
 	blocks  uint64
 	zeros   map[int]Hash
+	perDisk map[uint32]uint64 // non-zero versions journaled per disk
 	durable bool // synced at commit (imports); captured writes wait for Sync
 	done    bool
 }
@@ -95,6 +96,12 @@ func (s *Step) put(d Disk, block uint64, data []byte, h Hash) error {
 	s.b.Set(versionKey(d.ID, block, s.seq), v, nil)
 	s.b.Set(journalKey(s.seq, d.ID, block), nil, nil)
 	s.blocks++
+	if loc.flags&flagZero == 0 {
+		if s.perDisk == nil {
+			s.perDisk = map[uint32]uint64{}
+		}
+		s.perDisk[d.ID]++
+	}
 	if s.b.Len() >= stepBatchBytes {
 		return s.flush(pebble.NoSync)
 	}
@@ -186,6 +193,13 @@ func (s *Step) Commit() (Point, error) {
 	p := Point{Seq: s.seq, Time: t, Blocks: s.blocks}
 	s.b.Set(pointKey(s.tl, t), be64(be64(nil, p.Seq), p.Blocks), nil)
 	s.b.Set(metaHead, be64(nil, p.Seq), nil)
+	for id, n := range s.perDisk {
+		total, err := s.r.getU64(diskVersionsKey(id))
+		if err != nil {
+			return Point{}, err
+		}
+		s.b.Set(diskVersionsKey(id), be64(nil, total+n), nil)
+	}
 	opt := pebble.NoSync
 	if s.durable {
 		s.b.Set(metaSynced, be64(nil, p.Seq), nil)

@@ -49,7 +49,7 @@ was never fsynced. Ends on Ctrl-C, SIGTERM or 'umount DIR' (detach loop devices 
 				if err != nil {
 					return err
 				}
-				dev := cdp.NewDevice(r, d)
+				dev := cdp.NewDevice(r, d, "tap")
 				return serveDevice(c, dev, func(ctx context.Context) (*fusesrv.Server, error) {
 					return tap.Mount(ctx, c.String("mount"), d.Name+".img", dev, tap.Options{
 						AllowOther: c.Bool("allow-other"), Debug: c.Bool("fuse-debug"), Logf: stderrf,

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"github.com/hindsight-cdp/hindsight/cdp"
+	"github.com/hindsight-cdp/hindsight/store"
+	"github.com/urfave/cli/v2"
+)
+
+// status is what `hindsight status` reports of a disk.
+type status struct {
+	Disk         store.Disk   `json:"disk"`
+	Latest       *store.Point `json:"latest,omitempty"`
+	LogicalBytes int64        `json:"logical_bytes"` // non-zero block versions journaled, uncompressed
+	StoredBytes  int64        `json:"stored_bytes"`  // content of the whole repository, after dedupe and compression
+	Reduction    float64      `json:"reduction_ratio,omitempty"`
+	Capture      *cdp.Status  `json:"capture,omitempty"` // the front end protecting it, if one ran
+	LagSeconds   float64      `json:"lag_seconds"`       // newest write not yet visible to other processes
+}
+
+func cmdStatus() *cli.Command {
+	return &cli.Command{
+		Name:      "status",
+		Usage:     "show how DISK is protected: journal size, reduction, capture rate and lag",
+		ArgsUsage: "DISK",
+		Description: `While 'hindsight protect' runs, it reports writes per second, bytes journaled, the
+last write and the lag (how far the newest write is ahead of what other processes
+see) every sync interval. Stored bytes are the whole repository's content.`,
+		Action: func(c *cli.Context) error {
+			if err := needArgs(c, 1, "a DISK"); err != nil {
+				return err
+			}
+			return withRepo(c, true, func(r *store.Repo) error {
+				d, err := r.Disk(c.Args().First())
+				if err != nil {
+					return err
+				}
+				st := status{Disk: d}
+				if p, err := r.LastPoint(d.Timeline); err == nil {
+					st.Latest = &p
+				}
+				if st.LogicalBytes, err = r.LogicalBytes(d); err != nil {
+					return err
+				}
+				if st.StoredBytes, err = r.ContentBytes(); err != nil {
+					return err
+				}
+				if st.StoredBytes > 0 {
+					st.Reduction = float64(st.LogicalBytes) / float64(st.StoredBytes)
+				}
+				cs, err := cdp.ReadStatus(r.Dir(), d.Name)
+				switch {
+				case err == nil:
+					st.Capture = &cs
+					if cs.LastWrite.After(cs.PublishedTime) && cs.Head > cs.Published {
+						st.LagSeconds = cs.LastWrite.Sub(cs.PublishedTime).Seconds()
+					}
+				case !errors.Is(err, fs.ErrNotExist):
+					return err
+				}
+				if c.Bool("json") {
+					return printJSON(c, st)
+				}
+				w := c.App.Writer
+				fmt.Fprintf(w, "disk        %s, %s, block size %d\n", d.Name, humanBytes(d.Size), d.BlockSize)
+				if st.Latest != nil {
+					fmt.Fprintf(w, "latest      %s (seq %d)\n", fmtTime(st.Latest.Time), st.Latest.Seq)
+				}
+				fmt.Fprintf(w, "journaled   %s of blocks, repository stores %s (%.2fx reduction)\n",
+					humanBytes(st.LogicalBytes), humanBytes(st.StoredBytes), st.Reduction)
+				if cs := st.Capture; cs != nil {
+					state := "stopped"
+					if cs.Running {
+						state = fmt.Sprintf("running (pid %d)", cs.PID)
+					}
+					fmt.Fprintf(w, "capture     %s %s since %s, updated %s ago\n", cs.FrontEnd, state, fmtTime(cs.Since), time.Since(cs.Updated).Round(time.Second))
+					fmt.Fprintf(w, "writes      %d (%.0f/s), %s (%s/s), %d flushes, last %s\n", cs.Writes, cs.WritesPerSec,
+						humanBytes(int64(cs.BytesWritten)), humanBytes(int64(cs.BytesPerSec)), cs.Flushes, fmtTime(cs.LastWrite))
+					fmt.Fprintf(w, "lag         %.3fs\n", st.LagSeconds)
+				}
+				return nil
+			})
+		},
+	}
+}
