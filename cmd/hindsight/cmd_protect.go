@@ -33,7 +33,7 @@ another process shows the new points, and a crash loses at most that much of wha
 was never fsynced. Ends on Ctrl-C, SIGTERM or 'umount DIR' (detach loop devices first).`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "mount", Required: true, Usage: "directory to mount the disk file in"},
-			&cli.DurationFlag{Name: "sync-interval", Value: time.Second, Usage: "sync and publish the journal this often"},
+			&cli.DurationFlag{Name: "sync-interval", Value: defaultSyncInterval, Usage: "sync and publish the journal this often"},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users open the disk file (mode 0666)"},
 			&cli.BoolFlag{Name: "fuse-debug", Usage: "log every FUSE request to stderr"},
 		},
@@ -91,5 +91,9 @@ func serveDevice(c *cli.Context, dev *cdp.Device, mount func(context.Context) (*
 	}
 	return err
 }
+
+// defaultSyncInterval bounds what a crash can lose of writes never fsynced,
+// and how far other processes' views lag behind a capture front end.
+const defaultSyncInterval = time.Second
 
 func stderrf(f string, args ...any) { fmt.Fprintf(os.Stderr, "hindsight: "+f+"\n", args...) }
