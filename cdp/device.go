@@ -40,6 +40,10 @@ type Device struct {
 	publishedAt                    atomic.Int64 // time of the published point, unix nanoseconds
 	started                        time.Time
 	frontEnd                       string
+
+	// backing, if set, is the primary disk: reads come from it and every
+	// write goes to it first, then to the journal (see Backed).
+	backing *os.File
 }
 
 // NewDevice serves disk d of the writer repository r through frontEnd ("tap", "nbd").
@@ -53,8 +57,18 @@ func (v *Device) Disk() store.Disk { return v.d }
 // Size is the disk's size in bytes.
 func (v *Device) Size() int64 { return v.d.Size }
 
+// Backed makes f, a file or device of the disk's size, the primary copy of
+// the disk, the DiskSafe model: reads come from f; a write goes to f first
+// and then to the journal, and is acknowledged after both; Flush syncs f,
+// then the journal. A crash between the two writes leaves f ahead of the
+// journal, which Resync repairs when protection starts again.
+func (v *Device) Backed(f *os.File) { v.backing = f }
+
 // ReadAt reads the newest state.
 func (v *Device) ReadAt(p []byte, off int64) (int, error) {
+	if v.backing != nil {
+		return v.backing.ReadAt(p, off)
+	}
 	im, err := v.r.Image(v.d, v.r.Head())
 	if err != nil {
 		return 0, err
@@ -127,6 +141,11 @@ func (v *Device) write(off, n int64, fill func(dst []byte, at int64)) error {
 		}
 	}
 	fill(buf[off-first*bs:off-first*bs+n], off)
+	if v.backing != nil {
+		if _, err := v.backing.WriteAt(buf[off-first*bs:off-first*bs+n], off); err != nil {
+			return fmt.Errorf("write backing disk of %q at %d: %w", v.d.Name, off, err)
+		}
+	}
 	writes := make([]store.BlockWrite, 0, last-first+1)
 	for b := first; b <= last; b++ {
 		writes = append(writes, store.BlockWrite{Disk: v.d, Block: uint64(b), Data: buf[(b-first)*bs : (b-first+1)*bs]})
@@ -144,6 +163,11 @@ func (v *Device) write(off, n int64, fill func(dst []byte, at int64)) error {
 // Flush returns once every write acknowledged before it is durable.
 func (v *Device) Flush() error {
 	v.flushes.Add(1)
+	if v.backing != nil {
+		if err := v.backing.Sync(); err != nil {
+			return fmt.Errorf("sync backing disk of %q: %w", v.d.Name, err)
+		}
+	}
 	return v.r.Sync()
 }
 

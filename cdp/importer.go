@@ -38,6 +38,12 @@ type chunk struct {
 // state are journaled; reading and hashing run ahead of the journal on all
 // cores. Progress, if not nil, is called with the bytes read so far.
 func Import(ctx context.Context, r *store.Repo, d store.Disk, src io.ReaderAt, size int64, at time.Time, progress func(int64)) (ImportResult, error) {
+	return importImage(ctx, r, d, src, size, at, progress, true)
+}
+
+// importImage is Import; without keepEmpty, an image equal to the newest
+// state makes no point.
+func importImage(ctx context.Context, r *store.Repo, d store.Disk, src io.ReaderAt, size int64, at time.Time, progress func(int64), keepEmpty bool) (ImportResult, error) {
 	if size != d.Size {
 		return ImportResult{}, fmt.Errorf("%w: the image is %d bytes, disk %q is %d bytes", ErrSizeMismatch, size, d.Name, d.Size)
 	}
@@ -56,6 +62,9 @@ func Import(ctx context.Context, r *store.Repo, d store.Disk, src io.ReaderAt, s
 	if err != nil {
 		step.Abort()
 		return ImportResult{}, fmt.Errorf("import into %q: %w", d.Name, err)
+	}
+	if res.Changed == 0 && !keepEmpty {
+		return res, step.Abort()
 	}
 	if res.Point, err = step.Commit(); err != nil {
 		return ImportResult{}, fmt.Errorf("import into %q: %w", d.Name, err)

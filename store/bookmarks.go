@@ -14,6 +14,9 @@ const (
 	KindCrash       = "crash"
 	KindApplication = "application"
 	KindUser        = "user"
+	// KindResync marks the point that brought the journal back in line with
+	// a backing disk after a crash (see cdp.Resync).
+	KindResync = "resync"
 )
 
 // AddBookmark names the instant at of disk d. The instant must lie within the
@@ -26,7 +29,7 @@ func (r *Repo) AddBookmark(d Disk, name string, at time.Time, kind string) (Book
 		return Bookmark{}, err
 	}
 	switch kind {
-	case KindCrash, KindApplication, KindUser:
+	case KindCrash, KindApplication, KindUser, KindResync:
 	default:
 		return Bookmark{}, fmt.Errorf("store: bookmark kind %q: use crash, application or user", kind)
 	}

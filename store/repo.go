@@ -117,8 +117,16 @@ func pebbleOptions(opt Options, cache *pebble.Cache) *pebble.Options {
 	return o
 }
 
+// lockWait is how long a writer waits for the lock: readers take it for a
+// moment to recover a journal whose writer died (see openView).
+const lockWait = 3 * time.Second
+
 func openWriter(dir string, opt Options, creating bool) (_ *Repo, err error) {
-	lock, err := lockWriter(dir)
+	return openWriterWait(dir, opt, creating, lockWait)
+}
+
+func openWriterWait(dir string, opt Options, creating bool, wait time.Duration) (_ *Repo, err error) {
+	lock, err := lockWriter(dir, wait)
 	if err != nil {
 		return nil, err
 	}
@@ -167,12 +175,20 @@ func openWriter(dir string, opt Options, creating bool) (_ *Repo, err error) {
 	return r, r.publish()
 }
 
-func lockWriter(dir string) (*os.File, error) {
+func lockWriter(dir string, wait time.Duration) (*os.File, error) {
 	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	deadline := time.Now().Add(wait)
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
 		holder, _ := os.ReadFile(f.Name())
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {

@@ -16,11 +16,12 @@ import (
 
 // protect runs `hindsight protect` in the background and returns the disk
 // file; cleanup stops it (SIGTERM) unless the test killed it already.
-func protect(t *testing.T, repo, disk string) (string, *exec.Cmd) {
+func protect(t *testing.T, repo, disk string, extra ...string) (string, *exec.Cmd) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "tap")
 	os.Mkdir(dir, 0o700)
-	cmd := exec.Command(hsBin, "--repo", repo, "protect", disk, "--mount", dir, "--sync-interval", "200ms")
+	args := append([]string{"--repo", repo, "protect", disk, "--mount", dir, "--sync-interval", "200ms"}, extra...)
+	cmd := exec.Command(hsBin, args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {

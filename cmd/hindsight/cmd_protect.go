@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -28,12 +29,19 @@ close return once everything written before is durable. Writes must be aligned t
   hindsight --repo R protect web --mount /run/hs-web &
   losetup -f --show /run/hs-web/web.img        # then mkfs, mount and use it as any disk
 
+With --backing FILE, FILE (an image or a block device of the disk's size) stays the
+primary copy: reads come from it, each write goes to it and then to the journal.
+At start, blocks where FILE and the journal's newest state differ (a crash between
+the two writes, or changes while unprotected) are journaled as a point bookmarked
+resync-<time>.
+
 The journal is synced and published every --sync-interval, so 'hindsight mount' in
 another process shows the new points, and a crash loses at most that much of what
 was never fsynced. Ends on Ctrl-C, SIGTERM or 'umount DIR' (detach loop devices first).`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "mount", Required: true, Usage: "directory to mount the disk file in"},
 			&cli.DurationFlag{Name: "sync-interval", Value: defaultSyncInterval, Usage: "sync and publish the journal this often"},
+			&cli.StringFlag{Name: "backing", Usage: "the real disk (`FILE` or device) stays primary; writes are mirrored into the journal"},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users open the disk file (mode 0666)"},
 			&cli.BoolFlag{Name: "fuse-debug", Usage: "log every FUSE request to stderr"},
 		},
@@ -50,6 +58,14 @@ was never fsynced. Ends on Ctrl-C, SIGTERM or 'umount DIR' (detach loop devices 
 					return err
 				}
 				dev := cdp.NewDevice(r, d, "tap")
+				if path := c.String("backing"); path != "" {
+					f, err := openBacking(c, r, d, path)
+					if err != nil {
+						return err
+					}
+					defer f.Close()
+					dev.Backed(f)
+				}
 				return serveDevice(c, dev, func(ctx context.Context) (*fusesrv.Server, error) {
 					return tap.Mount(ctx, c.String("mount"), d.Name+".img", dev, tap.Options{
 						AllowOther: c.Bool("allow-other"), Debug: c.Bool("fuse-debug"), Logf: stderrf,
@@ -58,6 +74,30 @@ was never fsynced. Ends on Ctrl-C, SIGTERM or 'umount DIR' (detach loop devices 
 			})
 		},
 	}
+}
+
+// openBacking opens the backing disk and resyncs the journal with it.
+func openBacking(c *cli.Context, r *store.Repo, d store.Disk, path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, usageErr(err)
+	}
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	update, done := progress(c, "resync "+d.Name, size)
+	bm, res, err := cdp.Resync(c.Context, r, d, f, size, update)
+	done()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if bm != nil {
+		fmt.Fprintf(c.App.ErrWriter, "resync: %d blocks of %s differed from the journal; journaled as %s\n", res.Changed, path, bm.Name)
+	}
+	return f, nil
 }
 
 // serveDevice runs a capture front end until a signal or an unmount, syncing
