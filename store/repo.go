@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -233,9 +234,18 @@ func (r *Repo) Close() error {
 		errs = append(errs, os.RemoveAll(r.private))
 	}
 	if r.lock != nil {
-		errs = append(errs, r.lock.Close())
+		// No pid: this writer ended in an orderly way, even if it failed, so
+		// readers need not recover the journal (see openView).
+		errs = append(errs, r.lock.Truncate(0), r.lock.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// uncleanWriter reports whether the last writer of dir died without closing
+// the repository: its pid is still in the lock file, and nobody holds the lock.
+func uncleanWriter(dir string) bool {
+	b, err := os.ReadFile(filepath.Join(dir, lockFile))
+	return err == nil && len(bytes.TrimSpace(b)) > 0
 }
 
 func (r *Repo) get(key []byte) ([]byte, bool, error) {
@@ -324,4 +334,11 @@ func (l logger) Infof(format string, args ...any) {
 	}
 }
 func (l logger) Errorf(format string, args ...any) { l.Infof(format, args...) }
-func (l logger) Fatalf(format string, args ...any) { panic(fmt.Sprintf(format, args...)) }
+
+// Fatalf ends the process: pebble calls it when it cannot go on (a MANIFEST
+// write failed on a full disk, say). The journal is crash-safe, so exiting
+// loses nothing acknowledged; a panic's stack trace would only hide the cause.
+func (l logger) Fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "hindsight: fatal: %s\nThe repository is crash-safe: fix the cause (free space, say) and run the command again.\n", fmt.Sprintf(format, args...))
+	os.Exit(1)
+}

@@ -22,7 +22,7 @@ type Step struct {
 	blocks  uint64
 	zeros   map[int]Hash
 	perDisk map[uint32]uint64 // non-zero versions journaled per disk
-	durable bool // synced at commit (imports); captured writes wait for Sync
+	durable bool              // synced at commit (imports); captured writes wait for Sync
 	done    bool
 }
 

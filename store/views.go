@@ -106,13 +106,16 @@ func (r *Repo) removeStaleViews() {
 
 func openView(dir string, opt Options) (*Repo, error) {
 	// The newest view lacks what a writer that died made durable but never
-	// published. With no writer running, open the repository as the writer
-	// once: that recovers the journal and publishes it. Any failure (a
-	// writer is running, no permission to write) leaves the views as they are.
-	wopt := opt
-	wopt.ReadOnly = false
-	if w, err := openWriterWait(dir, wopt, false, 0); err == nil {
-		w.Close()
+	// published. If the last writer died (its pid is still in the lock file),
+	// open the repository as the writer once, unless one runs: that recovers
+	// the journal and publishes it. Any failure (a writer is running, no
+	// permission to write) leaves the views as they are.
+	if uncleanWriter(dir) {
+		wopt := opt
+		wopt.ReadOnly = false
+		if w, err := openWriterWait(dir, wopt, false, 0); err == nil {
+			w.Close()
+		}
 	}
 	var lastErr error
 	for attempt := 0; attempt < 20; attempt++ {

@@ -27,7 +27,7 @@ func TestTapBackingResync(t *testing.T) {
 	backing := filepath.Join(t.TempDir(), "backing.img")
 	os.WriteFile(backing, disk, 0o600)
 
-	img, cmd := protect(t, repo, "b", "--backing", backing)
+	img, p := protect(t, repo, "b", "--backing", backing)
 	f, err := os.OpenFile(img, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -51,8 +51,7 @@ func TestTapBackingResync(t *testing.T) {
 	if b, _ := os.ReadFile(backing); !bytes.Equal(b, disk) {
 		t.Fatal("the backing disk does not hold the writes")
 	}
-	cmd.Process.Kill()
-	cmd.Wait()
+	p.kill()
 	f.Close()
 
 	// The journal at the moment of the fsync holds every acknowledged write.

@@ -41,17 +41,7 @@ func TestTapCrashConsistentInstants(t *testing.T) {
 	needTools(t, "mkfs.ext4", "e2fsck", "losetup")
 	repo := newRepo(t)
 	ok(t, "--repo", repo, "disk", "create", "cc", "--size", "32M")
-	img, _ := protect(t, repo, "cc")
-	dev := attachRW(t, img)
-	run(t, "mkfs.ext4", "-q", "-E", "lazy_itable_init=0,lazy_journal_init=0", dev)
-	mnt := t.TempDir()
-	run(t, "mount", "-o", "commit=1", dev, mnt)
-	mounted := true
-	t.Cleanup(func() {
-		if mounted {
-			exec.Command("umount", mnt).Run()
-		}
-	})
+	mnt, _, unmount := ext4OnTap(t, repo, "cc", "-o", "commit=1")
 	const files = 4
 	fds := make([]*os.File, files)
 	for f := range fds {
@@ -78,8 +68,7 @@ func TestTapCrashConsistentInstants(t *testing.T) {
 	for _, fd := range fds {
 		fd.Close()
 	}
-	run(t, "umount", mnt)
-	mounted = false
+	unmount()
 	t.Logf("%d records fsynced in %v", len(recs), end.Sub(start).Round(time.Millisecond))
 
 	scratch := t.TempDir()

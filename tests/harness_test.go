@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -121,44 +120,13 @@ func mountRepo(t *testing.T, repo string, extra ...string) string {
 	if err := os.Mkdir(mnt, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	args := append([]string{"--repo", repo, "mount", mnt}, extra...)
-	cmd := exec.Command(hsBin, args...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("mount process: %v\n%s", err, stderr.String())
-			}
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			<-done
-			t.Errorf("mount process did not stop on SIGTERM\n%s", stderr.String())
-		}
+	p := start(t, func() {
 		if isMounted(mnt) {
 			exec.Command("umount", "-l", mnt).Run()
 			t.Errorf("%s was still mounted after the mount process ended", mnt)
 		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for !isMounted(mnt) {
-		select {
-		case err := <-done:
-			t.Fatalf("mount exited early: %v\n%s", err, stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mount did not come up in 10s\n%s", stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	}, append([]string{"--repo", repo, "mount", mnt}, extra...)...)
+	p.waitUntil(t, "mount "+mnt, func() bool { return isMounted(mnt) })
 	return mnt
 }
 
@@ -199,18 +167,22 @@ func attachLoopNow(t *testing.T, file string, offset, size int64) (string, func(
 	dev := strings.TrimSpace(run(t, "losetup", append(args, file)...))
 	done := false
 	return dev, func() {
-		if done {
+		if !done {
+			done = true
+			detachLoop(t, dev)
+		}
+	}
+}
+
+// detachLoop detaches dev, retrying while the kernel still holds it.
+func detachLoop(t *testing.T, dev string) {
+	for i := 0; i < 50; i++ {
+		if exec.Command("losetup", "-d", dev).Run() == nil {
 			return
 		}
-		done = true
-		for i := 0; i < 50; i++ {
-			if exec.Command("losetup", "-d", dev).Run() == nil {
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		t.Errorf("could not detach %s", dev)
+		time.Sleep(100 * time.Millisecond)
 	}
+	t.Errorf("could not detach %s", dev)
 }
 
 // mountRO mounts an ext4 device read-only without replaying its journal and

@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -20,43 +18,16 @@ import (
 // returns its address; cleanup stops it.
 func serveNBD(t *testing.T, repo string, disks ...string) string {
 	t.Helper()
-	args := append([]string{"--repo", repo, "serve-nbd", "--listen", "127.0.0.1:0", "--sync-interval", "100ms"}, disks...)
-	cmd := exec.Command(hsBin, args...)
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("serve-nbd: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			t.Error("serve-nbd did not stop on SIGTERM")
+	p := start(t, nil, append([]string{"--repo", repo, "serve-nbd", "--listen", "127.0.0.1:0", "--sync-interval", "100ms"}, disks...)...)
+	re := regexp.MustCompile(`at (127\.0\.0\.1:\d+)`)
+	var addr string
+	p.waitUntil(t, "serve-nbd listening", func() bool {
+		if m := re.FindStringSubmatch(p.stderr.String()); m != nil {
+			addr = m[1]
 		}
+		return addr != ""
 	})
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		re := regexp.MustCompile(`at (127\.0\.0\.1:\d+)`)
-		for sc.Scan() {
-			if m := re.FindStringSubmatch(sc.Text()); m != nil {
-				addr <- m[1]
-			}
-		}
-	}()
-	select {
-	case a := <-addr:
-		return a
-	case <-time.After(10 * time.Second):
-		t.Fatal("serve-nbd did not say where it listens")
-	}
-	return ""
+	return addr
 }
 
 // newestEquals waits until the disk's newest published instant equals want.

@@ -22,17 +22,7 @@ func TestTapSQLite(t *testing.T) {
 	needTools(t, "sqlite3", "mkfs.ext4", "e2fsck", "losetup")
 	repo := newRepo(t)
 	ok(t, "--repo", repo, "disk", "create", "db", "--size", "32M")
-	img, _ := protect(t, repo, "db")
-	dev := attachRW(t, img)
-	run(t, "mkfs.ext4", "-q", "-E", "lazy_itable_init=0,lazy_journal_init=0", dev)
-	mnt := t.TempDir()
-	run(t, "mount", dev, mnt)
-	mounted := true
-	t.Cleanup(func() {
-		if mounted {
-			exec.Command("umount", mnt).Run()
-		}
-	})
+	mnt, _, unmount := ext4OnTap(t, repo, "db")
 
 	sq := exec.Command("sqlite3", "-batch", filepath.Join(mnt, "app.db"))
 	in, _ := sq.StdinPipe()
@@ -66,8 +56,7 @@ func TestTapSQLite(t *testing.T) {
 	if err := sq.Wait(); err != nil {
 		t.Fatal(err)
 	}
-	run(t, "umount", mnt)
-	mounted = false
+	unmount()
 	t.Logf("%d transactions committed in %v", len(acked), end.Sub(start).Round(time.Millisecond))
 
 	scratch := t.TempDir()

@@ -17,7 +17,7 @@ func TestTapStatusAndLiveMount(t *testing.T) {
 	needRoot(t)
 	repo := newRepo(t)
 	ok(t, "--repo", repo, "disk", "create", "s", "--size", "4M")
-	img, cmd := protect(t, repo, "s")
+	img, p := protect(t, repo, "s")
 	f, err := os.OpenFile(img, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -71,9 +71,9 @@ func TestTapStatusAndLiveMount(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	c := st.Capture
-	if c.FrontEnd != "tap" || !c.Running || c.PID != cmd.Process.Pid || c.Writes != 200 || c.BytesWritten != 200*4096 ||
+	if c.FrontEnd != "tap" || !c.Running || c.PID != p.cmd.Process.Pid || c.Writes != 200 || c.BytesWritten != 200*4096 ||
 		c.Blocks != 200 || c.Flushes < 1 || c.Published != c.Head || st.LagSeconds != 0 {
-		t.Errorf("capture status %+v, lag %v; want 200 writes of 4 KiB by tap pid %d, all published", c, st.LagSeconds, cmd.Process.Pid)
+		t.Errorf("capture status %+v, lag %v; want 200 writes of 4 KiB by tap pid %d, all published", c, st.LagSeconds, p.cmd.Process.Pid)
 	}
 	if st.LogicalBytes != 200*4096 {
 		t.Errorf("logical bytes %d, want %d", st.LogicalBytes, 200*4096)

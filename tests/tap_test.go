@@ -9,63 +9,58 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
 
 // protect runs `hindsight protect` in the background and returns the disk
 // file; cleanup stops it (SIGTERM) unless the test killed it already.
-func protect(t *testing.T, repo, disk string, extra ...string) (string, *exec.Cmd) {
+func protect(t *testing.T, repo, disk string, extra ...string) (string, *proc) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "tap")
 	os.Mkdir(dir, 0o700)
-	args := append([]string{"--repo", repo, "protect", disk, "--mount", dir, "--sync-interval", "200ms"}, extra...)
-	cmd := exec.Command(hsBin, args...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(40 * time.Second):
-			cmd.Process.Kill()
-			<-done
-			t.Errorf("protect did not stop on SIGTERM\n%s", stderr.String())
-		}
+	p := start(t, func() {
 		if isMounted(dir) {
 			exec.Command("umount", "-l", dir).Run()
 		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for !isMounted(dir) {
-		if time.Now().After(deadline) {
-			t.Fatalf("protect did not mount in 10s\n%s", stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return filepath.Join(dir, disk+".img"), cmd
+	}, append([]string{"--repo", repo, "protect", disk, "--mount", dir, "--sync-interval", "200ms"}, extra...)...)
+	p.waitUntil(t, "protect "+disk, func() bool { return isMounted(dir) })
+	return filepath.Join(dir, disk+".img"), p
 }
 
 // attachRW attaches file as a read-write loop device, detached at cleanup.
 func attachRW(t *testing.T, file string) string {
 	t.Helper()
 	dev := strings.TrimSpace(run(t, "losetup", "-f", "--show", file))
-	t.Cleanup(func() {
-		for i := 0; i < 50; i++ {
-			if exec.Command("losetup", "-d", dev).Run() == nil {
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		t.Errorf("could not detach %s", dev)
-	})
+	t.Cleanup(func() { detachLoop(t, dev) })
 	return dev
+}
+
+// ext4OnTap protects disk, makes ext4 on its tap file through a loop device
+// and mounts it with opts; unmount (also run at cleanup) may come early.
+func ext4OnTap(t *testing.T, repo, disk string, opts ...string) (mnt, dev string, unmount func()) {
+	t.Helper()
+	img, _ := protect(t, repo, disk)
+	dev = attachRW(t, img)
+	run(t, "mkfs.ext4", "-q", "-E", "lazy_itable_init=0,lazy_journal_init=0", dev)
+	mnt = t.TempDir()
+	run(t, "mount", append(opts, dev, mnt)...)
+	mounted := true
+	unmount = func() {
+		if mounted {
+			mounted = false
+			exec.Command("fsfreeze", "-u", mnt).Run()
+			run(t, "umount", mnt)
+		}
+	}
+	t.Cleanup(func() {
+		if mounted {
+			mounted = false
+			exec.Command("fsfreeze", "-u", mnt).Run()
+			exec.Command("umount", mnt).Run()
+		}
+	})
+	return mnt, dev, unmount
 }
 
 // TestTapExt4Moments: ext4 on the FUSE tap through a loop device; at known
@@ -76,18 +71,7 @@ func TestTapExt4Moments(t *testing.T) {
 	needTools(t, "mkfs.ext4", "losetup", "fsfreeze")
 	repo := newRepo(t)
 	ok(t, "--repo", repo, "disk", "create", "live", "--size", "64M")
-	img, _ := protect(t, repo, "live")
-	dev := attachRW(t, img)
-	run(t, "mkfs.ext4", "-q", "-E", "lazy_itable_init=0,lazy_journal_init=0", dev)
-	mnt := t.TempDir()
-	run(t, "mount", dev, mnt)
-	mounted := true
-	t.Cleanup(func() {
-		exec.Command("fsfreeze", "-u", mnt).Run()
-		if mounted {
-			exec.Command("umount", mnt).Run()
-		}
-	})
+	mnt, dev, unmount := ext4OnTap(t, repo, "live")
 	rng := rand.New(rand.NewPCG(71, 72))
 	type moment struct {
 		at   time.Time
@@ -125,8 +109,7 @@ func TestTapExt4Moments(t *testing.T) {
 		run(t, "fsfreeze", "-u", mnt)
 		moments = append(moments, moment{at, copyPath})
 	}
-	run(t, "umount", mnt)
-	mounted = false
+	unmount()
 	for i, m := range moments {
 		out := filepath.Join(t.TempDir(), "instant")
 		ok(t, "--repo", repo, "export", "live", "--at", m.at.Format(time.RFC3339Nano), "--out", out)
@@ -146,7 +129,7 @@ func TestTapKilledKeepsFsynced(t *testing.T) {
 	repo := newRepo(t)
 	const blocks = 4096
 	ok(t, "--repo", repo, "disk", "create", "k", "--size", fmt.Sprint(blocks*4096))
-	img, cmd := protect(t, repo, "k")
+	img, p := protect(t, repo, "k")
 	f, err := os.OpenFile(img, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -164,7 +147,7 @@ func TestTapKilledKeepsFsynced(t *testing.T) {
 	synced := -1
 	for n := 0; n < blocks; n++ {
 		if n == killAt {
-			cmd.Process.Signal(syscall.SIGKILL)
+			go p.kill()
 		}
 		if _, err := f.WriteAt(record(uint64(n)), int64(n)*4096); err != nil {
 			break
@@ -180,7 +163,7 @@ func TestTapKilledKeepsFsynced(t *testing.T) {
 		t.Fatal("no fsync returned before the kill")
 	}
 	f.Close()
-	cmd.Wait()
+	p.kill()
 	exec.Command("umount", "-l", filepath.Dir(img)).Run()
 	out := filepath.Join(t.TempDir(), "after")
 	ok(t, "--repo", repo, "export", "k", "--out", out)
