@@ -105,6 +105,14 @@ func (r *Repo) lastTime(tl uint32) (time.Time, error) {
 	return p.Time, nil
 }
 
+// versionCount is the disk's count of non-zero versions, cached.
+func (r *Repo) versionCount(disk uint32) (uint64, error) {
+	if n, ok := r.versions[disk]; ok {
+		return n, nil
+	}
+	return r.getU64(diskVersionsKey(disk))
+}
+
 // verifyTail checks the content of every step above the last sync and cuts
 // the journal before the first one whose content is missing or wrong. It
 // also extends the recorded segment lengths over the content that survived,

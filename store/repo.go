@@ -60,6 +60,7 @@ type Repo struct {
 	// indexed (see Sync), and the newest point time of each timeline.
 	unsynced  map[Hash]location
 	lastTimes map[uint32]time.Time
+	versions  map[uint32]uint64 // non-zero versions per disk, as committed
 }
 
 // Init creates an empty repository in dir (created if missing).
@@ -148,7 +149,7 @@ func openWriterWait(dir string, opt Options, creating bool, wait time.Duration) 
 		return nil, fmt.Errorf("store: open index of %s: %w", dir, err)
 	}
 	r := &Repo{dir: dir, db: db, opts: opt, lock: lock, cache: cache,
-		unsynced: map[Hash]location{}, lastTimes: map[uint32]time.Time{}}
+		unsynced: map[Hash]location{}, lastTimes: map[uint32]time.Time{}, versions: map[uint32]uint64{}}
 	cache.Ref()
 	defer func() {
 		if err != nil {

@@ -193,11 +193,13 @@ func (s *Step) Commit() (Point, error) {
 	p := Point{Seq: s.seq, Time: t, Blocks: s.blocks}
 	s.b.Set(pointKey(s.tl, t), be64(be64(nil, p.Seq), p.Blocks), nil)
 	s.b.Set(metaHead, be64(nil, p.Seq), nil)
+	counts := make(map[uint32]uint64, len(s.perDisk))
 	for id, n := range s.perDisk {
-		total, err := s.r.getU64(diskVersionsKey(id))
+		total, err := s.r.versionCount(id)
 		if err != nil {
 			return Point{}, err
 		}
+		counts[id] = total + n
 		s.b.Set(diskVersionsKey(id), be64(nil, total+n), nil)
 	}
 	opt := pebble.NoSync
@@ -211,6 +213,9 @@ func (s *Step) Commit() (Point, error) {
 	}
 	s.r.head.Store(p.Seq)
 	s.r.lastTimes[s.tl] = t
+	for id, n := range counts {
+		s.r.versions[id] = n
+	}
 	if !s.durable {
 		return p, nil
 	}
