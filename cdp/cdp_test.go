@@ -13,7 +13,9 @@ import (
 	"github.com/hindsight-cdp/hindsight/store"
 )
 
-func newRepo(t *testing.T) *store.Repo {
+func newRepo(t *testing.T) *store.Repo { return newRepoB(t) }
+
+func newRepoB(t testing.TB) *store.Repo {
 	t.Helper()
 	dir := t.TempDir()
 	if err := store.Init(dir); err != nil {

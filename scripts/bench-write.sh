@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Write benchmarks of the capture front ends against a plain file on the same
+# filesystem as the repository (issue 3's targets), one run each:
+#   1. sequential 1 MiB writes, dd conv=fsync, 1 GiB of random data
+#   2. 4 KiB random writes with an fsync every 64 (fio), IOPS and p99 fsync latency
+#   3. NBD: qemu-img convert -n of 512 MiB into serve-nbd vs qemu-nbd on a plain file
+# Root. Cleans up after itself. Results are printed; docs/PERFORMANCE.md holds them.
+set -euo pipefail
+HS=${HS:-$(pwd)/bin/hindsight}
+BASE=${BENCH_DIR:-/var/tmp}
+work=$(mktemp -d "$BASE/hindsight-wbench.XXXXXX")
+pids=() loops=()
+cleanup() {
+	set +e
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+	mountpoint -q "$work/tap" && umount -l "$work/tap"
+	rm -rf "$work" /dev/shm/hs-wbench-src.raw
+}
+trap cleanup EXIT
+for t in fio qemu-img qemu-nbd; do command -v $t >/dev/null || { echo "$t missing: make deps" >&2; exit 1; }; done
+
+src=/dev/shm/hs-wbench-src.raw
+head -c $((1 << 30)) /dev/urandom >"$src"
+dropcaches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+rate() { # bytes seconds → MB/s
+	python3 -c "print(f'{$1/$2/1e6:.0f}')"
+}
+timed() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); python3 -c "print($e-$s)"; }
+
+# fio: 4 KiB random writes, refilled buffers (no dedupe advantage), fsync every 64.
+fio_run() { # file → "iops p99_fsync_us"
+	fio --name=w --filename="$1" --rw=randwrite --bs=4k --size=1G --fsync=64 --ioengine=psync \
+		--refill_buffers --randrepeat=1 --runtime=20 --time_based --output-format=json 2>/dev/null |
+		python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; p=j["sync"]["lat_ns"]["percentile"]; print("%.0f %.0f" % (j["write"]["iops"], p["99.000000"]/1000))'
+}
+
+echo "== plain file on $(df --output=source "$BASE" | tail -1)"
+plain=$work/plain.img
+truncate -s 1G "$plain"
+dropcaches
+t=$(timed dd if="$src" of="$plain" bs=1M count=1024 conv=fsync,notrunc)
+plain_seq=$(rate $((1 << 30)) "$t")
+read -r plain_iops plain_p99 <<<"$(fio_run "$plain")"
+
+echo "== FUSE tap"
+"$HS" --repo "$work/repo" init >/dev/null
+"$HS" --repo "$work/repo" disk create web --size 1G >/dev/null
+mkdir "$work/tap"
+"$HS" --repo "$work/repo" protect web --mount "$work/tap" 2>"$work/protect.log" &
+pids+=($!)
+for _ in $(seq 100); do mountpoint -q "$work/tap" && break; sleep 0.1; done
+dropcaches
+t=$(timed dd if="$src" of="$work/tap/web.img" bs=1M count=1024 conv=fsync,notrunc)
+tap_seq=$(rate $((1 << 30)) "$t")
+read -r tap_iops tap_p99 <<<"$(fio_run "$work/tap/web.img")"
+kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'
+
+echo "== NBD: qemu-img convert -n of 512 MiB"
+head -c $((512 << 20)) "$src" >"$work/nbd-src.raw"
+"$HS" --repo "$work/repo" disk create vm --size 512M >/dev/null
+"$HS" --repo "$work/repo" serve-nbd vm --listen 127.0.0.1:10899 2>"$work/nbd.log" &
+pids+=($!)
+sleep 1
+t=$(timed qemu-img convert -n -f raw -O raw "$work/nbd-src.raw" nbd://127.0.0.1:10899/vm)
+hs_nbd=$(rate $((512 << 20)) "$t")
+truncate -s 512M "$work/qnbd.raw"
+qemu-nbd -f raw -t -p 10898 -x vm "$work/qnbd.raw" &
+pids+=($!)
+sleep 1
+t=$(timed qemu-img convert -n -f raw -O raw "$work/nbd-src.raw" nbd://127.0.0.1:10898/vm)
+q_nbd=$(rate $((512 << 20)) "$t")
+
+pct() { python3 -c "print(f'{100*$1/$2:.0f}%')"; }
+printf '\n%-44s %10s %10s %8s\n' "workload" "hindsight" "plain" "ratio"
+printf '%-44s %10s %10s %8s\n' "sequential 1 MiB, dd conv=fsync (MB/s)" "$tap_seq" "$plain_seq" "$(pct "$tap_seq" "$plain_seq")"
+printf '%-44s %10s %10s %8s\n' "4 KiB random, fsync every 64 (IOPS)" "$tap_iops" "$plain_iops" "$(pct "$tap_iops" "$plain_iops")"
+printf '%-44s %10s %10s\n' "p99 fsync latency (us)" "$tap_p99" "$plain_p99"
+printf '%-44s %10s %10s %8s\n' "NBD qemu-img convert -n (MB/s; vs qemu-nbd)" "$hs_nbd" "$q_nbd" "$(pct "$hs_nbd" "$q_nbd")"
