@@ -139,8 +139,23 @@ func (l *Live) Bookmarks(ctx context.Context, disk string) (bs []store.Bookmark,
 	return bs, err
 }
 
-// Resolve returns the newest point of the disk at or before t.
+// Resolve returns the newest point of the disk at or before t. An instant no
+// newer than the current view's newest point resolves the same in every later
+// view (point times only grow), so it is answered without moving to a newer
+// view: opening one replays its log, which would stall the lookup.
 func (l *Live) Resolve(ctx context.Context, disk string, t time.Time) (p store.Point, err error) {
+	h, err := l.acquire(false)
+	if err != nil {
+		return store.Point{}, err
+	}
+	if d, err := h.repo.Disk(disk); err == nil {
+		if last, err := h.repo.LastPoint(d.Timeline); err == nil && !t.After(last.Time) {
+			p, err = h.repo.PointAt(d.Timeline, t)
+			h.release()
+			return p, err
+		}
+	}
+	h.release()
 	err = l.with(func(r *store.Repo) error {
 		d, err := r.Disk(disk)
 		if err != nil {

@@ -346,10 +346,12 @@ func TestBenchMountOpen(t *testing.T) {
 }
 
 // TestBenchWriter is a helper for scripts/bench-open.sh, skipped unless
-// HINDSIGHT_BENCH_WRITER names a bench repository: it plays a live writer
-// beside the mount for HINDSIGHT_BENCH_WRITER_SECONDS (10), committing a step
-// of 256 rewritten blocks every 50 ms (each step publishes a view), and
-// prints how many steps it made and their mean duration.
+// HINDSIGHT_BENCH_WRITER names a bench repository: it plays the capture front
+// end (protect) beside the mount for HINDSIGHT_BENCH_WRITER_SECONDS (25): a
+// captured step of 256 blocks (1 MiB) every 20 ms, and Sync plus Publish
+// every HINDSIGHT_BENCH_PUBLISH_MS (1000, protect's default sync interval),
+// each publish a view that the mount moves to on its next lookup. It prints
+// the steps and publishes made and their mean durations.
 func TestBenchWriter(t *testing.T) {
 	dir := os.Getenv("HINDSIGHT_BENCH_WRITER")
 	if dir == "" {
@@ -357,7 +359,11 @@ func TestBenchWriter(t *testing.T) {
 	}
 	secs, err := strconv.Atoi(os.Getenv("HINDSIGHT_BENCH_WRITER_SECONDS"))
 	if err != nil {
-		secs = 10
+		secs = 25
+	}
+	every, err := strconv.Atoi(os.Getenv("HINDSIGHT_BENCH_PUBLISH_MS"))
+	if err != nil {
+		every = 1000
 	}
 	r, err := Open(dir, Options{})
 	if err != nil {
@@ -368,29 +374,37 @@ func TestBenchWriter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool, hashes := benchPool()
+	pool, _ := benchPool()
 	rng := rand.New(rand.NewPCG(5, 5))
+	writes := make([]BlockWrite, 256)
 	end := time.Now().Add(time.Duration(secs) * time.Second)
-	var steps int
-	var busy time.Duration
+	next := time.Now().Add(time.Duration(every) * time.Millisecond)
+	var steps, publishes int
+	var stepTime, pubTime time.Duration
 	for time.Now().Before(end) {
 		t0 := time.Now()
-		s, err := r.Begin(d.Timeline, time.Time{})
-		if err != nil {
+		for i := range writes {
+			writes[i] = BlockWrite{Disk: d, Block: uint64(rng.IntN(int(d.Blocks()))), Data: pool[rng.IntN(len(pool))]}
+		}
+		if _, err := r.Capture(d.Timeline, writes); err != nil {
 			t.Fatal(err)
 		}
-		for i := 0; i < 256; i++ {
-			k := rng.IntN(len(pool))
-			if err := s.PutHashed(d, uint64(rng.IntN(int(d.Blocks()))), pool[k], hashes[k]); err != nil {
+		stepTime += time.Since(t0)
+		steps++
+		if time.Now().After(next) {
+			t1 := time.Now()
+			if err := r.Sync(); err != nil {
 				t.Fatal(err)
 			}
+			if err := r.Publish(); err != nil {
+				t.Fatal(err)
+			}
+			pubTime += time.Since(t1)
+			publishes++
+			next = next.Add(time.Duration(every) * time.Millisecond)
 		}
-		if _, err := s.Commit(); err != nil {
-			t.Fatal(err)
-		}
-		busy += time.Since(t0)
-		steps++
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
-	fmt.Printf("bench-writer steps=%d step-ms=%.1f\n", steps, float64(busy.Microseconds())/1000/float64(steps))
+	fmt.Printf("bench-writer steps=%d step-ms=%.2f publishes=%d publish-ms=%.1f\n", steps,
+		float64(stepTime.Microseconds())/1000/float64(steps), publishes, float64(pubTime.Microseconds())/1000/float64(max(publishes, 1)))
 }

@@ -22,6 +22,10 @@ import (
 
 const privatePrefix = ".r-"
 
+// viewLogBytes is the most memtable a view carries as log for readers to
+// replay on open (about 10 ms a MiB): beyond it the writer flushes first.
+const viewLogBytes = 1 << 20
+
 func viewsDir(dir string) string { return filepath.Join(dir, "views") }
 
 // viewGenerations lists published generations, ascending.
@@ -66,6 +70,12 @@ func (r *Repo) publish() error {
 	name := fmt.Sprintf("%016x", next)
 	tmp := filepath.Join(viewsDir(r.dir), ".tmp-"+name)
 	os.RemoveAll(tmp)
+	// Every reader that opens the view replays its log: keep it short.
+	if r.db.Metrics().MemTable.Size > viewLogBytes {
+		if err := r.db.Flush(); err != nil {
+			return fmt.Errorf("store: publish view: %w", err)
+		}
+	}
 	if err := r.db.Checkpoint(tmp, pebble.WithFlushedWAL()); err != nil {
 		return fmt.Errorf("store: publish view: %w", err)
 	}
