@@ -35,6 +35,7 @@ lint: ## gofmt, go vet, go mod tidy check
 bench: deps build ## benchmarks; figures go into docs/PERFORMANCE.md
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./store/ ./fs/
 	bash scripts/bench-read.sh
+	bash scripts/bench-write.sh
 
 soak: deps ## longer runs than make test allows (see docs/PERFORMANCE.md)
 	HINDSIGHT_SOAK=1 $(GO) test -race -count=1 -timeout 60m ./tests/

@@ -37,27 +37,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 log() { printf '%s  %s\n' "$(date +%T)" "$*" >&2; }
-start_mount() {
-	mkdir -p "$mnt"
-	"$HS" --repo "$repo" mount "$mnt" 2>>"$work/mount.log" &
-	mount_pid=$!
-	for _ in $(seq 200); do
-		mountpoint -q "$mnt" && return 0
-		kill -0 "$mount_pid" 2>/dev/null || break
-		sleep 0.05
-	done
-	echo "bench-open.sh: the mount did not come up:" >&2
-	cat "$work/mount.log" >&2
-	return 1
-}
-stop_mount() {
-	if [ -n "$mount_pid" ]; then
-		kill -TERM "$mount_pid" 2>/dev/null
-		wait "$mount_pid" 2>/dev/null || true
-		mount_pid=""
-	fi
-	if mountpoint -q "$mnt" 2>/dev/null; then umount "$mnt" 2>/dev/null || umount -l "$mnt"; fi
-}
+. scripts/mount-lib.sh # the cd above makes this the project root
 field() { grep -o "$1=[0-9.]*" | head -1 | cut -d= -f2; }                     # field NAME < "NAME=value ..."
 metric() { awk -v u="$1" '{ for (i = 1; i < NF; i++) if ($(i + 1) == u) { print $i; exit } }'; } # metric UNIT < "value UNIT ..."
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }

@@ -64,28 +64,7 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int(
 
 # capped CMD...: runs CMD in the blkio cgroup that caps reads of the disk.
 capped() { sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$cg" "$@"; }
-start_mount() { # [capped]
-	mkdir -p "$mnt"
-	${1:-} "$HS" --repo "$repo" mount "$mnt" 2>>"$work/mount.log" &
-	mount_pid=$!
-	for _ in $(seq 200); do
-		mountpoint -q "$mnt" && return 0
-		kill -0 "$mount_pid" 2>/dev/null || break
-		sleep 0.05
-	done
-	echo "bench-read.sh: the mount did not come up:" >&2
-	cat "$work/mount.log" >&2
-	return 1
-}
-stop_mount() {
-	if [ -n "$mount_pid" ]; then
-		kill -TERM "$mount_pid" 2>/dev/null
-		wait "$mount_pid" 2>/dev/null || true
-		mount_pid=""
-	fi
-	if mountpoint -q "$mnt" 2>/dev/null; then umount "$mnt" 2>/dev/null || umount -l "$mnt"; fi
-}
-restart_mount() { stop_mount; start_mount "$@"; }
+. scripts/mount-lib.sh # the cd above makes this the project root
 
 # read_rate FILE [capped]: MB/s of dd reading the whole file with 1 MiB requests.
 read_rate() {

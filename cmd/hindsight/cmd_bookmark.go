@@ -22,9 +22,6 @@ listed. --at must lie within the disk's history. List bookmarks with 'hindsight 
 			&cli.StringFlag{Name: "kind", Value: store.KindUser, Usage: "consistency: user, crash or application"},
 		},
 		Action: func(c *cli.Context) error {
-			if err := needArgs(c, 2, "DISK and NAME"); err != nil {
-				return err
-			}
 			now := time.Now()
 			at, err := timespec.Parse(c.String("at"), now)
 			if err != nil {
@@ -33,11 +30,7 @@ listed. --at must lie within the disk's history. List bookmarks with 'hindsight 
 			if at.After(now) {
 				return fmt.Errorf("%w: --at %s", cdp.ErrFuture, fmtTime(at))
 			}
-			return withRepo(c, false, func(r *store.Repo) error {
-				d, err := r.Disk(c.Args().First())
-				if err != nil {
-					return err
-				}
+			return withDisk(c, 2, "DISK and NAME", false, func(r *store.Repo, d store.Disk) error {
 				bm, err := r.AddBookmark(d, c.Args().Get(1), at, c.String("kind"))
 				if err != nil {
 					return err

@@ -30,18 +30,11 @@ Prints the BLAKE3 of the image file written (for vmdk: of the -flat extent).`,
 			&cli.BoolFlag{Name: "force", Usage: "overwrite an existing file or device"},
 		},
 		Action: func(c *cli.Context) error {
-			if err := needArgs(c, 1, "a DISK"); err != nil {
-				return err
-			}
 			format := c.String("format")
 			if !contains(export.Formats, format) {
 				return usagef("--format %q: use one of %s", format, strings.Join(export.Formats, ", "))
 			}
-			return withRepo(c, true, func(r *store.Repo) error {
-				d, err := r.Disk(c.Args().First())
-				if err != nil {
-					return err
-				}
+			return withDisk(c, 1, "a DISK", true, func(r *store.Repo, d store.Disk) error {
 				in, err := cdp.Resolve(r, d, c.String("at"), time.Now())
 				if err != nil {
 					return err

@@ -26,7 +26,7 @@ without it the point gets the time the import finishes.`,
 		},
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 2, "DISK and IMAGE"); err != nil {
-				return err
+				return err // before opening IMAGE
 			}
 			var at time.Time
 			if s := c.String("at"); s != "" {
@@ -44,11 +44,7 @@ without it the point gets the time the import finishes.`,
 			if err != nil {
 				return err
 			}
-			return withRepo(c, false, func(r *store.Repo) error {
-				d, err := r.Disk(c.Args().First())
-				if err != nil {
-					return err
-				}
+			return withDisk(c, 2, "DISK and IMAGE", false, func(r *store.Repo, d store.Disk) error {
 				update, done := progress(c, "import "+d.Name, size)
 				res, err := cdp.Import(c.Context, r, d, f, size, at, update)
 				done()

@@ -22,9 +22,6 @@ its directory in the mount. Works while another process writes the repository.`,
 			&cli.IntFlag{Name: "limit", Value: 1000, Usage: "at most this many, the newest (0: all)"},
 		},
 		Action: func(c *cli.Context) error {
-			if err := needArgs(c, 1, "a DISK"); err != nil {
-				return err
-			}
 			now := time.Now()
 			since, until := time.Unix(0, 0), time.Unix(0, 1<<63-1)
 			var err error
@@ -38,11 +35,7 @@ its directory in the mount. Works while another process writes the repository.`,
 					return err
 				}
 			}
-			return withRepo(c, true, func(r *store.Repo) error {
-				d, err := r.Disk(c.Args().First())
-				if err != nil {
-					return err
-				}
+			return withDisk(c, 1, "a DISK", true, func(r *store.Repo, d store.Disk) error {
 				ps, err := r.Points(d.Timeline, since, until, c.Int("limit"))
 				if err != nil {
 					return err
@@ -69,14 +62,7 @@ func cmdBookmarks() *cli.Command {
 		Usage:     "list the bookmarks of DISK",
 		ArgsUsage: "DISK",
 		Action: func(c *cli.Context) error {
-			if err := needArgs(c, 1, "a DISK"); err != nil {
-				return err
-			}
-			return withRepo(c, true, func(r *store.Repo) error {
-				d, err := r.Disk(c.Args().First())
-				if err != nil {
-					return err
-				}
+			return withDisk(c, 1, "a DISK", true, func(r *store.Repo, d store.Disk) error {
 				bs, err := r.Bookmarks(d)
 				if err != nil {
 					return err

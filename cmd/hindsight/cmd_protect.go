@@ -46,17 +46,10 @@ was never fsynced. Ends on Ctrl-C, SIGTERM or 'umount DIR' (detach loop devices 
 			&cli.BoolFlag{Name: "fuse-debug", Usage: "log every FUSE request to stderr"},
 		},
 		Action: func(c *cli.Context) error {
-			if err := needArgs(c, 1, "a DISK"); err != nil {
-				return err
-			}
 			if c.Duration("sync-interval") <= 0 {
 				return usagef("--sync-interval must be positive")
 			}
-			return withRepo(c, false, func(r *store.Repo) error {
-				d, err := r.Disk(c.Args().First())
-				if err != nil {
-					return err
-				}
+			return withDisk(c, 1, "a DISK", false, func(r *store.Repo, d store.Disk) error {
 				dev := cdp.NewDevice(r, d, "tap")
 				if path := c.String("backing"); path != "" {
 					f, err := openBacking(c, r, d, path)

@@ -31,15 +31,9 @@ func cmdStatus() *cli.Command {
 last write and the lag (how far the newest write is ahead of what other processes
 see) every sync interval. Stored bytes are the whole repository's content.`,
 		Action: func(c *cli.Context) error {
-			if err := needArgs(c, 1, "a DISK"); err != nil {
-				return err
-			}
-			return withRepo(c, true, func(r *store.Repo) error {
-				d, err := r.Disk(c.Args().First())
-				if err != nil {
-					return err
-				}
+			return withDisk(c, 1, "a DISK", true, func(r *store.Repo, d store.Disk) error {
 				st := status{Disk: d}
+				var err error
 				if p, err := r.LastPoint(d.Timeline); err == nil {
 					st.Latest = &p
 				}

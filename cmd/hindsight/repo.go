@@ -43,6 +43,21 @@ func withRepo(c *cli.Context, readOnly bool, fn func(r *store.Repo) error) error
 	return joinClose(fn(r), r.Close)
 }
 
+// withDisk checks that the command got its n arguments (names says which;
+// the first is a DISK) and runs fn on that disk in the open repository.
+func withDisk(c *cli.Context, n int, names string, readOnly bool, fn func(r *store.Repo, d store.Disk) error) error {
+	if err := needArgs(c, n, names); err != nil {
+		return err
+	}
+	return withRepo(c, readOnly, func(r *store.Repo) error {
+		d, err := r.Disk(c.Args().First())
+		if err != nil {
+			return err
+		}
+		return fn(r, d)
+	})
+}
+
 func joinClose(err error, close func() error) error {
 	if cerr := close(); err == nil {
 		err = cerr

@@ -151,21 +151,6 @@ func raiseReadAhead(dir string) error {
 	return os.WriteFile(bdi, []byte(fmt.Sprint(ReadAheadKB)), 0)
 }
 
-// ReadAhead reports the read-ahead of the mount at dir, in KiB.
-func ReadAhead(dir string) (int, error) {
-	var st unix.Stat_t
-	if err := unix.Stat(dir, &st); err != nil {
-		return 0, err
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev)))
-	if err != nil {
-		return 0, err
-	}
-	var kb int
-	_, err = fmt.Sscan(strings.TrimSpace(string(b)), &kb)
-	return kb, err
-}
-
 // logWriter turns go-fuse's log.Logger output into Logf lines.
 type logWriter struct {
 	logf   func(format string, args ...any)
