@@ -172,9 +172,17 @@ func TestLiveFollowsWriter(t *testing.T) {
 	if _, err := r.CreateDisk("e", 4096, 4096); err != nil {
 		t.Fatal(err)
 	}
-	ds, err := l.Disks(ctx)
-	if err != nil || len(ds) != 2 {
-		t.Fatalf("live disks after a create: %v, %v", ds, err)
+	// Disks may lag one refresh behind: it is started in the background.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ds, err := l.Disks(ctx)
+		if err == nil && len(ds) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("live disks after a create: %v, %v", ds, err)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	if _, err := l.Resolve(ctx, "nope", time.Now()); !errors.Is(err, store.ErrUnknownDisk) {
 		t.Fatalf("unknown disk: %v", err)

@@ -18,9 +18,23 @@ type Live struct {
 	cache *pebble.Cache
 	logf  func(string, ...any)
 
-	mu  sync.Mutex
-	cur *handle
+	mu      sync.Mutex
+	cur     *handle
+	pending chan struct{} // closed when the refresh under way ends; nil if none
 }
+
+// How a call wants the view it reads.
+type freshness int
+
+const (
+	// current: the view at hand (reads of an image addressed by position).
+	current freshness = iota
+	// eventually: the view at hand, and a move to a newer one started in the
+	// background (listings that may lag by one publish: disks, bookmarks).
+	eventually
+	// newest: wait for the newest published view (latest, points, new instants).
+	newest
+)
 
 // handle is one open view, closed when it is superseded and unused.
 type handle struct {
@@ -55,6 +69,12 @@ func OpenLive(dir string, logf func(string, ...any)) (*Live, error) {
 func (l *Live) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	for l.pending != nil { // the refresh uses the cache released below
+		ch := l.pending
+		l.mu.Unlock()
+		<-ch
+		l.mu.Lock()
+	}
 	if l.cur != nil {
 		l.cur.release()
 		l.cur = nil
@@ -63,27 +83,19 @@ func (l *Live) Close() error {
 	return nil
 }
 
-// acquire returns the current view, moved to the newest one first if refresh.
-func (l *Live) acquire(refresh bool) (*handle, error) {
+// acquire returns a view as fresh as f asks, with a reference the caller releases.
+func (l *Live) acquire(f freshness) (*handle, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if f != current {
+		if ch := l.refresh(); ch != nil && f == newest {
+			l.mu.Unlock()
+			<-ch
+			l.mu.Lock()
+		}
+	}
 	if l.cur == nil {
 		return nil, fmt.Errorf("cdp: live view of %s is closed", l.dir)
-	}
-	if refresh {
-		if gen, err := store.NewestView(l.dir); err == nil && gen > l.cur.repo.Generation() {
-			r, err := store.Open(l.dir, store.Options{ReadOnly: true, Cache: l.cache, Logf: l.logf})
-			if err != nil {
-				// Keep serving the view we have; the next call tries again.
-				if l.logf != nil {
-					l.logf("cdp: could not move to view %d: %v", gen, err)
-				}
-			} else {
-				old := l.cur
-				l.cur = &handle{repo: r, refs: 1}
-				old.release()
-			}
-		}
 	}
 	l.cur.mu.Lock()
 	l.cur.refs++
@@ -91,9 +103,50 @@ func (l *Live) acquire(refresh bool) (*handle, error) {
 	return l.cur, nil
 }
 
-// with runs fn on the newest view.
-func (l *Live) with(fn func(r *store.Repo) error) error {
-	h, err := l.acquire(true)
+// refresh starts moving to the newest published view, unless it is the
+// current one, and returns a channel closed when the move ends (nil if there
+// is nothing to do). Opening a view replays its log, which takes milliseconds,
+// so it runs in the background and lookups that can go on with the view at
+// hand do. Called with l.mu held.
+func (l *Live) refresh() chan struct{} {
+	if l.pending != nil {
+		return l.pending
+	}
+	if l.cur == nil {
+		return nil
+	}
+	gen, err := store.NewestView(l.dir)
+	if err != nil || gen <= l.cur.repo.Generation() {
+		return nil
+	}
+	ch := make(chan struct{})
+	l.pending = ch
+	go func() {
+		r, err := store.Open(l.dir, store.Options{ReadOnly: true, Cache: l.cache, Logf: l.logf})
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		switch {
+		case err != nil:
+			// Keep serving the view we have; the next call tries again.
+			if l.logf != nil {
+				l.logf("cdp: could not move to view %d: %v", gen, err)
+			}
+		case l.cur == nil || r.Generation() <= l.cur.repo.Generation():
+			r.Close()
+		default:
+			old := l.cur
+			l.cur = &handle{repo: r, refs: 1}
+			old.release()
+		}
+		l.pending = nil
+		close(ch)
+	}()
+	return ch
+}
+
+// with runs fn on a view as fresh as f asks.
+func (l *Live) with(f freshness, fn func(r *store.Repo) error) error {
+	h, err := l.acquire(f)
 	if err != nil {
 		return err
 	}
@@ -103,19 +156,19 @@ func (l *Live) with(fn func(r *store.Repo) error) error {
 
 // Disks lists the repository's disks.
 func (l *Live) Disks(ctx context.Context) (ds []store.Disk, err error) {
-	err = l.with(func(r *store.Repo) error { ds, err = r.Disks(); return err })
+	err = l.with(eventually, func(r *store.Repo) error { ds, err = r.Disks(); return err })
 	return ds, err
 }
 
 // Disk returns one disk.
 func (l *Live) Disk(ctx context.Context, name string) (d store.Disk, err error) {
-	err = l.with(func(r *store.Repo) error { d, err = r.Disk(name); return err })
+	err = l.with(eventually, func(r *store.Repo) error { d, err = r.Disk(name); return err })
 	return d, err
 }
 
 // Points returns the newest limit points of the disk's timeline, oldest first.
 func (l *Live) Points(ctx context.Context, disk string, limit int) (ps []store.Point, err error) {
-	err = l.with(func(r *store.Repo) error {
+	err = l.with(newest, func(r *store.Repo) error {
 		d, err := r.Disk(disk)
 		if err != nil {
 			return err
@@ -128,7 +181,7 @@ func (l *Live) Points(ctx context.Context, disk string, limit int) (ps []store.P
 
 // Bookmarks lists the disk's bookmarks.
 func (l *Live) Bookmarks(ctx context.Context, disk string) (bs []store.Bookmark, err error) {
-	err = l.with(func(r *store.Repo) error {
+	err = l.with(eventually, func(r *store.Repo) error {
 		d, err := r.Disk(disk)
 		if err != nil {
 			return err
@@ -144,7 +197,7 @@ func (l *Live) Bookmarks(ctx context.Context, disk string) (bs []store.Bookmark,
 // view (point times only grow), so it is answered without moving to a newer
 // view: opening one replays its log, which would stall the lookup.
 func (l *Live) Resolve(ctx context.Context, disk string, t time.Time) (p store.Point, err error) {
-	h, err := l.acquire(false)
+	h, err := l.acquire(current)
 	if err != nil {
 		return store.Point{}, err
 	}
@@ -156,7 +209,7 @@ func (l *Live) Resolve(ctx context.Context, disk string, t time.Time) (p store.P
 		}
 	}
 	h.release()
-	err = l.with(func(r *store.Repo) error {
+	err = l.with(newest, func(r *store.Repo) error {
 		d, err := r.Disk(disk)
 		if err != nil {
 			return err
@@ -169,7 +222,7 @@ func (l *Live) Resolve(ctx context.Context, disk string, t time.Time) (p store.P
 
 // Latest returns the disk's newest point.
 func (l *Live) Latest(ctx context.Context, disk string) (p store.Point, err error) {
-	err = l.with(func(r *store.Repo) error {
+	err = l.with(newest, func(r *store.Repo) error {
 		d, err := r.Disk(disk)
 		if err != nil {
 			return err
@@ -184,7 +237,7 @@ func (l *Live) Latest(ctx context.Context, disk string) (p store.Point, err erro
 // current view, which is never older than the one that showed seq.
 func (l *Live) Image(ctx context.Context, disk string, seq uint64) (io.ReaderAt, error) {
 	var d store.Disk
-	err := l.with(func(r *store.Repo) error {
+	lookup := func(r *store.Repo) error {
 		var err error
 		if d, err = r.Disk(disk); err != nil {
 			return err
@@ -193,9 +246,13 @@ func (l *Live) Image(ctx context.Context, disk string, seq uint64) (io.ReaderAt,
 			return fmt.Errorf("cdp: position %d of disk %q is not published yet", seq, disk)
 		}
 		return nil
-	})
-	if err != nil {
-		return nil, err
+	}
+	// The view at hand shows every position resolved so far; a position
+	// from a newer view waits for it.
+	if err := l.with(current, lookup); err != nil {
+		if err := l.with(newest, lookup); err != nil {
+			return nil, err
+		}
 	}
 	return &liveImage{l: l, d: d, seq: seq}, nil
 }
@@ -207,7 +264,7 @@ type liveImage struct {
 }
 
 func (im *liveImage) ReadAt(p []byte, off int64) (int, error) {
-	h, err := im.l.acquire(false)
+	h, err := im.l.acquire(current)
 	if err != nil {
 		return 0, err
 	}
