@@ -55,6 +55,12 @@ func TestCLIErrors(t *testing.T) {
 	if after := ok(t, "--repo", repo, "--json", "points", "web"); after != before {
 		t.Errorf("failed commands changed the points:\n%s\n%s", before, after)
 	}
+	// The repository may come from the environment instead of --repo.
+	cmd := exec.Command(hsBin, "--json", "points", "web")
+	cmd.Env = append(os.Environ(), "HINDSIGHT_REPO="+repo)
+	if out, err := cmd.Output(); err != nil || string(out) != before {
+		t.Errorf("points with HINDSIGHT_REPO: %v\n%s", err, out)
+	}
 }
 
 // TestSecondWriterRefused: while another process holds the repository for
