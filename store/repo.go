@@ -214,9 +214,6 @@ func (r *Repo) Head() uint64 { return r.head.Load() }
 // Generation is the view generation a read-only repository shows.
 func (r *Repo) Generation() uint64 { return r.gen }
 
-// ReadOnly reports whether r is a view.
-func (r *Repo) ReadOnly() bool { return r.readOnly }
-
 // Close releases the repository; a writer's content is synced first.
 func (r *Repo) Close() error {
 	var errs []error
