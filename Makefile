@@ -6,7 +6,7 @@ PKGS     := ./...
 # losetup/fsfreeze, sqlite3, nbdinfo/nbdcopy.
 APT_PKGS := fuse3 qemu-utils e2fsprogs fdisk util-linux b3sum sqlite3 libnbd-bin
 
-.PHONY: help build test deps lint bench demo soak clean ci
+.PHONY: help build test deps lint bench demo clean ci
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -36,9 +36,6 @@ bench: deps build ## benchmarks; figures go into docs/PERFORMANCE.md
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./store/ ./fs/
 	bash scripts/bench-read.sh
 	bash scripts/bench-write.sh
-
-soak: deps ## longer runs than make test allows (see docs/PERFORMANCE.md)
-	HINDSIGHT_SOAK=1 $(GO) test -race -count=1 -timeout 60m ./tests/
 
 demo: build deps ## a disk with ext4, a file changed over three points, mounted and restored
 	bash scripts/demo.sh
