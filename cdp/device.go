@@ -93,7 +93,7 @@ func (v *Device) WriteAt(p []byte, off int64) (int, error) {
 	if err := v.check(off, int64(len(p))); err != nil {
 		return 0, err
 	}
-	if err := v.write(off, int64(len(p)), func(dst []byte, at int64) { copy(dst, p[at-off:]) }); err != nil {
+	if err := v.write(off, int64(len(p)), p); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -110,7 +110,7 @@ func (v *Device) Zero(off, n int64) error {
 	}
 	for n > 0 {
 		k := min(n, zeroChunk)
-		if err := v.write(off, k, func(dst []byte, _ int64) { clear(dst) }); err != nil {
+		if err := v.write(off, k, nil); err != nil {
 			return err
 		}
 		off, n = off+k, n-k
@@ -118,29 +118,37 @@ func (v *Device) Zero(off, n int64) error {
 	return nil
 }
 
-// write journals the n bytes at off that fill produces: fill(dst, at) fills
-// dst with the bytes for disk offset at. Blocks only partly covered are read
-// first and patched.
-func (v *Device) write(off, n int64, fill func(dst []byte, at int64)) error {
+// write journals src (nil: n zeros) at off as one step. Whole blocks are
+// journaled straight from src; blocks only partly covered are read first
+// and patched.
+func (v *Device) write(off, n int64, src []byte) error {
 	if n == 0 {
 		return nil
 	}
 	bs := int64(v.d.BlockSize)
 	first, last := off/bs, (off+n-1)/bs
-	buf := make([]byte, (last-first+1)*bs)
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if off%bs != 0 {
-		if _, err := v.ReadAt(buf[:bs], first*bs); err != nil {
-			return err
+	buf := src
+	if src == nil || off%bs != 0 || n%bs != 0 {
+		buf = make([]byte, (last-first+1)*bs)
+		if off%bs != 0 {
+			if _, err := v.ReadAt(buf[:bs], first*bs); err != nil {
+				return err
+			}
+		}
+		if (off+n)%bs != 0 && (last > first || off%bs == 0) {
+			if _, err := v.ReadAt(buf[len(buf)-int(bs):], last*bs); err != nil {
+				return err
+			}
+		}
+		part := buf[off-first*bs : off-first*bs+n]
+		if src != nil {
+			copy(part, src)
+		} else {
+			clear(part)
 		}
 	}
-	if (off+n)%bs != 0 && (last > first || off%bs == 0) {
-		if _, err := v.ReadAt(buf[len(buf)-int(bs):], last*bs); err != nil {
-			return err
-		}
-	}
-	fill(buf[off-first*bs:off-first*bs+n], off)
 	if v.backing != nil {
 		if _, err := v.backing.WriteAt(buf[off-first*bs:off-first*bs+n], off); err != nil {
 			return fmt.Errorf("write backing disk of %q at %d: %w", v.d.Name, off, err)

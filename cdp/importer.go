@@ -134,7 +134,10 @@ func runImport(ctx context.Context, step *store.Step, latest *store.Image, d sto
 			if c.err != nil {
 				return c.err
 			}
-			old = append(old[:0], make([]store.Hash, len(c.hashes))...)
+			if cap(old) < len(c.hashes) {
+				old = make([]store.Hash, len(c.hashes))
+			}
+			old = old[:len(c.hashes)]
 			if err := latest.Hashes(c.first, old); err != nil {
 				return err
 			}
