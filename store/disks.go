@@ -33,9 +33,7 @@ func (r *Repo) CreateDisk(name string, size int64, blockSize int) (Disk, error) 
 	}
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
-	if _, err := r.Disk(name); err == nil {
-		return Disk{}, fmt.Errorf("%w: %q", ErrDiskExists, name)
-	} else if !errors.Is(err, ErrUnknownDisk) {
+	if err := r.nameFree(name); err != nil {
 		return Disk{}, err
 	}
 	next, err := r.getU64(metaNextDisk)

@@ -38,7 +38,8 @@
 //	'v' disk u32 | block u64 | ^seq u64 → version: hash [32] | location
 //	'j' seq u64 | disk u32 | block u64  → empty: the journal in time order
 //	't' timeline u32 | ts u64            → seq u64 | blocks u64: points, time order == seq order
-//	'b' disk u32 | name                 → Bookmark as JSON
+//	'b' timeline u32 | name             → Bookmark as JSON (a group's bookmarks name all its disks)
+//	'g' name                             → Group as JSON
 //	'h' hash [32]                        → location
 //
 // A location is flags u8 | seg u32 | off u64 | len u32: where the stored

@@ -13,9 +13,10 @@ import (
 // whole disk. It is safe for concurrent use and never changes, whatever is
 // written after pos.
 type Image struct {
-	r   *Repo
-	d   Disk
-	pos uint64
+	r    *Repo
+	d    Disk
+	pos  uint64
+	base *Image // a clone's base, for the blocks it never wrote
 }
 
 // Image opens disk d at journal position pos (at most the head).
@@ -23,7 +24,14 @@ func (r *Repo) Image(d Disk, pos uint64) (*Image, error) {
 	if pos > r.head.Load() {
 		return nil, fmt.Errorf("store: position %d is past the head %d", pos, r.head.Load())
 	}
-	return &Image{r: r, d: d, pos: pos}, nil
+	im := &Image{r: r, d: d, pos: pos}
+	if d.Base != nil {
+		var err error
+		if im.base, err = r.baseImage(d); err != nil {
+			return nil, err
+		}
+	}
+	return im, nil
 }
 
 // Size is the disk's size in bytes.
@@ -80,7 +88,24 @@ func (im *Image) versions(first uint64, out []version) error {
 		}
 		i++
 	}
-	return errors.Join(it.Error(), it.Close())
+	if err := errors.Join(it.Error(), it.Close()); err != nil || im.base == nil {
+		return err
+	}
+	for i := 0; i < len(out); { // a clone reads what it never wrote from its base
+		if out[i].found {
+			i++
+			continue
+		}
+		j := i + 1
+		for j < len(out) && !out[j].found {
+			j++
+		}
+		if err := im.base.versions(first+uint64(i), out[i:j]); err != nil {
+			return err
+		}
+		i = j
+	}
+	return nil
 }
 
 // Hashes fills out with the content hashes of blocks [first, first+len(out)):

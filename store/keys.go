@@ -14,6 +14,7 @@ const (
 	kindBookmark = 'b'
 	kindHash     = 'h'
 	kindSegment  = 's'
+	kindGroup    = 'g'
 )
 
 var (
@@ -63,9 +64,11 @@ func pointPrefix(tl uint32) []byte { return be32([]byte{kindPoint}, tl) }
 
 func pointKey(tl uint32, t time.Time) []byte { return be64(pointPrefix(tl), encodeTime(t)) }
 
-func bookmarkPrefix(disk uint32) []byte { return be32([]byte{kindBookmark}, disk) }
+func bookmarkPrefix(tl uint32) []byte { return be32([]byte{kindBookmark}, tl) }
 
-func bookmarkKey(disk uint32, name string) []byte { return append(bookmarkPrefix(disk), name...) }
+func bookmarkKey(tl uint32, name string) []byte { return append(bookmarkPrefix(tl), name...) }
+
+func groupKey(name string) []byte { return append([]byte{kindGroup}, name...) }
 
 func hashKey(h Hash) []byte { return append([]byte{kindHash}, h[:]...) }
 

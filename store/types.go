@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/json"
 	"errors"
 	"time"
 )
@@ -27,6 +28,12 @@ var (
 	ErrTimeOrder = errors.New("store: time is not after the newest point")
 	// ErrOutOfRange: a write or read lies (partly) outside the disk.
 	ErrOutOfRange = errors.New("store: outside the disk")
+	// ErrUnknownGroup: no consistency group of that name exists.
+	ErrUnknownGroup = errors.New("store: unknown group")
+	// ErrNotEmpty: a disk with history cannot join a group.
+	ErrNotEmpty = errors.New("store: disk already has history")
+	// ErrInUse: the disk is needed by another (a clone's base).
+	ErrInUse = errors.New("store: disk is in use")
 )
 
 // Disk describes one protected disk.
@@ -39,6 +46,27 @@ type Disk struct {
 	// Timeline is the consistency group the disk's points live on; a lone disk is
 	// its own timeline (Timeline == ID).
 	Timeline uint32 `json:"timeline"`
+	// Group names the consistency group the disk belongs to, if any.
+	Group string `json:"group,omitempty"`
+	// Base, for a clone, is the point its unwritten blocks read from.
+	Base *Base `json:"base,omitempty"`
+}
+
+// Base is the point a clone starts from: disk Disk (ID) at journal position Seq.
+type Base struct {
+	Disk string `json:"disk"`
+	ID   uint32 `json:"id"`
+	Seq  uint64 `json:"seq"`
+}
+
+// Group is a consistency group: disks on one timeline, so that every instant
+// shows all of them at the same journal position.
+type Group struct {
+	// ID is the group's timeline.
+	ID      uint32    `json:"id"`
+	Name    string    `json:"name"`
+	Disks   []string  `json:"disks"`
+	Created time.Time `json:"created"`
 }
 
 // Blocks is the number of blocks of the disk.
@@ -61,4 +89,10 @@ type Bookmark struct {
 	Time    time.Time `json:"time"` // the instant the bookmark names
 	Kind    string    `json:"kind"` // crash, application or user
 	Created time.Time `json:"created"`
+	// Quiesce is the report of what ran to make an application bookmark
+	// consistent (cdp/quiesce), kept as the agents wrote it.
+	Quiesce json.RawMessage `json:"quiesce,omitempty"`
+	// Files are small files kept with the bookmark and shown in its
+	// directory, such as PostgreSQL's backup_label.
+	Files map[string]string `json:"files,omitempty"`
 }

@@ -1,0 +1,111 @@
+package store
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// CloneDisk makes a new writable disk whose content is base at journal
+// position seq, copy-on-write: nothing is copied, blocks the clone never
+// wrote read from the base, and the base's history is never touched. The
+// clone is on its own timeline, with a first point (no blocks) at its
+// creation, so that its "latest" is the base's instant until it is written.
+func (r *Repo) CloneDisk(name string, base Disk, seq uint64) (Disk, error) {
+	if err := ValidName("disk", name); err != nil {
+		return Disk{}, err
+	}
+	if seq == 0 || seq > r.head.Load() {
+		return Disk{}, fmt.Errorf("store: clone of %q at position %d: not a committed position (head %d)", base.Name, seq, r.head.Load())
+	}
+	s, err := r.Begin(0, time.Time{})
+	if err != nil {
+		return Disk{}, err
+	}
+	if err := r.nameFree(name); err != nil {
+		s.Abort()
+		return Disk{}, err
+	}
+	next, err := r.getU64(metaNextDisk)
+	if err != nil {
+		s.Abort()
+		return Disk{}, err
+	}
+	id := uint32(next) + 1
+	d := Disk{ID: id, Name: name, Size: base.Size, BlockSize: base.BlockSize, Created: time.Now().UTC(), Timeline: id,
+		Base: &Base{Disk: base.Name, ID: base.ID, Seq: seq}}
+	v, _ := json.Marshal(d)
+	s.tl = id // the new timeline has no point yet: s.last stays zero
+	s.b.Set(diskKey(name), v, nil)
+	s.b.Set(metaNextDisk, be64(nil, uint64(id)), nil)
+	if _, err := s.Commit(); err != nil {
+		return Disk{}, fmt.Errorf("store: clone %q: %w", name, err)
+	}
+	return d, nil
+}
+
+// baseImage is the image a clone's unwritten blocks read from.
+func (r *Repo) baseImage(d Disk) (*Image, error) {
+	bd, err := r.Disk(d.Base.Disk)
+	if err != nil {
+		return nil, fmt.Errorf("clone %q: base: %w", d.Name, err)
+	}
+	if bd.ID != d.Base.ID {
+		return nil, fmt.Errorf("store: clone %q: base disk %q was replaced: %w", d.Name, d.Base.Disk, ErrCorrupt)
+	}
+	return r.Image(bd, d.Base.Seq)
+}
+
+// DeleteDisk removes a disk and its history: its block versions, journal
+// records, points and bookmarks. Content shared with other disks stays. A
+// disk that is a clone's base, or a member of a group, is refused.
+func (r *Repo) DeleteDisk(name string) error {
+	if err := r.writable(); err != nil {
+		return err
+	}
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	d, err := r.Disk(name)
+	if err != nil {
+		return err
+	}
+	if d.Group != "" {
+		return fmt.Errorf("%w: disk %q is in group %q", ErrInUse, name, d.Group)
+	}
+	all, err := r.Disks()
+	if err != nil {
+		return err
+	}
+	for _, o := range all {
+		if o.Base != nil && o.Base.ID == d.ID {
+			return fmt.Errorf("%w: disk %q is the base of clone %q (delete the clone first)", ErrInUse, name, o.Name)
+		}
+	}
+	b := r.db.NewBatch()
+	defer b.Close()
+	// The journal is keyed by time; the disk's versions say which of its keys are the disk's.
+	err = r.scan(versionPrefix(d.ID), func(k, _ []byte) error {
+		_, block, seq, ok := versionBlock(k)
+		if !ok {
+			return fmt.Errorf("store: version key %x: %w", k, ErrCorrupt)
+		}
+		b.Delete(journalKey(seq, d.ID, block), nil)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, p := range [][]byte{versionPrefix(d.ID), pointPrefix(d.Timeline), bookmarkPrefix(d.Timeline)} {
+		b.DeleteRange(p, prefixEnd(p), nil)
+	}
+	b.Delete(diskVersionsKey(d.ID), nil)
+	b.Delete(diskKey(name), nil)
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("store: delete disk %q: %w", name, err)
+	}
+	delete(r.lastTimes, d.Timeline)
+	delete(r.versions, d.ID)
+	return r.publish()
+}

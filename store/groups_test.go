@@ -1,0 +1,143 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+	"time"
+)
+
+func readAll(t *testing.T, r *Repo, d Disk, seq uint64) []byte {
+	t.Helper()
+	im, err := r.Image(d, seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, d.Size)
+	if _, err := im.ReadAt(buf, 0); err != nil && !errors.Is(err, io.EOF) {
+		t.Fatal(err)
+	}
+	return buf
+}
+
+func TestGroupSharesTimeline(t *testing.T) {
+	_, r := newRepo(t)
+	a, _ := r.CreateDisk("a", 8*4096, 4096)
+	b, _ := r.CreateDisk("b", 8*4096, 4096)
+	lone, _ := r.CreateDisk("lone", 8*4096, 4096)
+	if _, err := r.Capture(lone.Timeline, []BlockWrite{{Disk: lone, Block: 0, Data: block(1)}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.CreateGroup("vm", []string{"a", "lone"}); !errors.Is(err, ErrNotEmpty) {
+		t.Fatalf("a disk with history joined a group: %v", err)
+	}
+	if _, err := r.CreateGroup("a", nil); !errors.Is(err, ErrDiskExists) {
+		t.Fatalf("group named like a disk: %v", err)
+	}
+	g, err := r.CreateGroup("vm", []string{"a", "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.CreateDisk("vm", 4096, 4096); !errors.Is(err, ErrDiskExists) {
+		t.Fatalf("disk named like a group: %v", err)
+	}
+	if _, err := r.JoinGroup("vm", "a"); err == nil {
+		t.Fatal("a disk joined its group twice")
+	}
+	tl, disks, err := r.Members("vm")
+	if err != nil || tl != g.ID || len(disks) != 2 || disks[0].Name != "a" || disks[1].Group != "vm" {
+		t.Fatalf("Members(vm) = %d %+v %v", tl, disks, err)
+	}
+	a, b = disks[0], disks[1]
+	// Alternate writes on one timeline: each point shows both disks at one position.
+	var seqs []uint64
+	for i := 0; i < 6; i++ {
+		d := []Disk{a, b}[i%2]
+		p, err := r.Capture(g.ID, []BlockWrite{{Disk: d, Block: uint64(i / 2), Data: block(byte(i + 1))}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, p.Seq)
+	}
+	pts, err := r.Points(g.ID, time.Time{}, time.Now(), 0)
+	if err != nil || len(pts) != 6 {
+		t.Fatalf("group points: %d %v", len(pts), err)
+	}
+	for i, seq := range seqs {
+		ia, ib := readAll(t, r, a, seq), readAll(t, r, b, seq)
+		for k := 0; k <= i; k++ {
+			img := []([]byte){ia, ib}[k%2]
+			if !bytes.Equal(img[(k/2)*4096:(k/2+1)*4096], block(byte(k+1))) {
+				t.Fatalf("point %d: write %d missing", i, k)
+			}
+		}
+	}
+	bm, err := r.AddBookmark(b, "both", time.Now(), KindUser)
+	if err != nil || bm.Disk != "vm" {
+		t.Fatalf("group bookmark: %+v %v", bm, err)
+	}
+	if got, err := r.Bookmark(a, "both"); err != nil || got.Seq != bm.Seq {
+		t.Fatalf("bookmark not shared by the group's disks: %+v %v", got, err)
+	}
+	if err := r.DeleteDisk("a"); !errors.Is(err, ErrInUse) {
+		t.Fatalf("deleted a group member: %v", err)
+	}
+}
+
+func TestCloneCopyOnWrite(t *testing.T) {
+	_, r := newRepo(t)
+	d, _ := r.CreateDisk("base", 8*4096, 4096)
+	p1, _ := r.Capture(d.Timeline, []BlockWrite{{Disk: d, Block: 1, Data: block(1)}, {Disk: d, Block: 2, Data: block(2)}})
+	if _, err := r.Capture(d.Timeline, []BlockWrite{{Disk: d, Block: 1, Data: block(9)}}); err != nil {
+		t.Fatal(err)
+	}
+	want := readAll(t, r, d, p1.Seq)
+	c, err := r.CloneDisk("c", d, p1.Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := r.LastPoint(c.Timeline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, r, c, last.Seq); !bytes.Equal(got, want) {
+		t.Fatal("fresh clone differs from its base instant")
+	}
+	baseHead := readAll(t, r, d, r.Head())
+	p, err := r.Capture(c.Timeline, []BlockWrite{{Disk: c, Block: 2, Data: block(7)}, {Disk: c, Block: 3, Data: make([]byte, 4096)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(want[2*4096:], block(7))
+	if got := readAll(t, r, c, p.Seq); !bytes.Equal(got, want) {
+		t.Fatal("clone after a write differs from the model")
+	}
+	if !bytes.Equal(readAll(t, r, d, r.Head()), baseHead) || !bytes.Equal(readAll(t, r, d, p1.Seq), readAll(t, r, c, last.Seq)) {
+		t.Fatal("writing the clone changed its base")
+	}
+	cc, err := r.CloneDisk("cc", c, p.Seq) // a clone of a clone
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, r, cc, r.Head()); !bytes.Equal(got, want) {
+		t.Fatal("clone of a clone differs")
+	}
+	if err := r.DeleteDisk("c"); !errors.Is(err, ErrInUse) {
+		t.Fatalf("deleted a clone's base: %v", err)
+	}
+	for _, n := range []string{"cc", "c"} {
+		if err := r.DeleteDisk(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.Disk("c"); !errors.Is(err, ErrUnknownDisk) {
+		t.Fatalf("deleted clone still there: %v", err)
+	}
+	if !bytes.Equal(readAll(t, r, d, r.Head()), baseHead) {
+		t.Fatal("deleting the clone changed its base")
+	}
+	if _, err := r.CloneDisk("c", d, r.Head()+1); err == nil {
+		t.Fatal("clone at an uncommitted position")
+	}
+}
