@@ -166,10 +166,17 @@ func (l *Live) Disk(ctx context.Context, name string) (d store.Disk, err error) 
 	return d, err
 }
 
-// Points returns the newest limit points of the disk's timeline, oldest first.
-func (l *Live) Points(ctx context.Context, disk string, limit int) (ps []store.Point, err error) {
+// Groups lists the repository's consistency groups.
+func (l *Live) Groups(ctx context.Context) (gs []store.Group, err error) {
+	err = l.with(eventually, func(r *store.Repo) error { gs, err = r.Groups(); return err })
+	return gs, err
+}
+
+// Points returns the newest limit points of the timeline of name (a disk
+// or a group), oldest first.
+func (l *Live) Points(ctx context.Context, name string, limit int) (ps []store.Point, err error) {
 	err = l.with(newest, func(r *store.Repo) error {
-		d, err := r.Disk(disk)
+		d, err := Owner(r, name)
 		if err != nil {
 			return err
 		}
@@ -179,10 +186,23 @@ func (l *Live) Points(ctx context.Context, disk string, limit int) (ps []store.P
 	return ps, err
 }
 
-// Bookmarks lists the disk's bookmarks.
-func (l *Live) Bookmarks(ctx context.Context, disk string) (bs []store.Bookmark, err error) {
+// Skim is store.Repo.Skim on the timeline of name.
+func (l *Live) Skim(ctx context.Context, name string, from, to time.Time, next func(time.Time) time.Time, limit int) (ps []store.Point, err error) {
+	err = l.with(newest, func(r *store.Repo) error {
+		d, err := Owner(r, name)
+		if err != nil {
+			return err
+		}
+		ps, err = r.Skim(d.Timeline, from, to, next, limit)
+		return err
+	})
+	return ps, err
+}
+
+// Bookmarks lists the bookmarks of name's timeline.
+func (l *Live) Bookmarks(ctx context.Context, name string) (bs []store.Bookmark, err error) {
 	err = l.with(eventually, func(r *store.Repo) error {
-		d, err := r.Disk(disk)
+		d, err := Owner(r, name)
 		if err != nil {
 			return err
 		}
@@ -192,16 +212,16 @@ func (l *Live) Bookmarks(ctx context.Context, disk string) (bs []store.Bookmark,
 	return bs, err
 }
 
-// Resolve returns the newest point of the disk at or before t. An instant no
-// newer than the current view's newest point resolves the same in every later
-// view (point times only grow), so it is answered without moving to a newer
-// view: opening one replays its log, which would stall the lookup.
-func (l *Live) Resolve(ctx context.Context, disk string, t time.Time) (p store.Point, err error) {
+// Resolve returns the newest point of name's timeline at or before t. An
+// instant no newer than the current view's newest point resolves the same in
+// every later view (point times only grow), so it is answered without moving
+// to a newer view: opening one replays its log, which would stall the lookup.
+func (l *Live) Resolve(ctx context.Context, name string, t time.Time) (p store.Point, err error) {
 	h, err := l.acquire(current)
 	if err != nil {
 		return store.Point{}, err
 	}
-	if d, err := h.repo.Disk(disk); err == nil {
+	if d, err := Owner(h.repo, name); err == nil {
 		if last, err := h.repo.LastPoint(d.Timeline); err == nil && !t.After(last.Time) {
 			p, err = h.repo.PointAt(d.Timeline, t)
 			h.release()
@@ -210,7 +230,7 @@ func (l *Live) Resolve(ctx context.Context, disk string, t time.Time) (p store.P
 	}
 	h.release()
 	err = l.with(newest, func(r *store.Repo) error {
-		d, err := r.Disk(disk)
+		d, err := Owner(r, name)
 		if err != nil {
 			return err
 		}
@@ -220,10 +240,10 @@ func (l *Live) Resolve(ctx context.Context, disk string, t time.Time) (p store.P
 	return p, err
 }
 
-// Latest returns the disk's newest point.
-func (l *Live) Latest(ctx context.Context, disk string) (p store.Point, err error) {
+// Latest returns the newest point of name's timeline.
+func (l *Live) Latest(ctx context.Context, name string) (p store.Point, err error) {
 	err = l.with(newest, func(r *store.Repo) error {
-		d, err := r.Disk(disk)
+		d, err := Owner(r, name)
 		if err != nil {
 			return err
 		}

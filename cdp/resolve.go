@@ -66,3 +66,17 @@ func ResolveTime(r PointReader, d store.Disk, t, now time.Time) (Instant, error)
 	}
 	return Instant{Requested: t, Point: p}, nil
 }
+
+// Owner returns the Disk-shaped handle of name, a disk or a group, by which
+// its timeline's points and bookmarks are looked up.
+func Owner(r *store.Repo, name string) (store.Disk, error) {
+	d, err := r.Disk(name)
+	if !errors.Is(err, store.ErrUnknownDisk) {
+		return d, err
+	}
+	g, gerr := r.Group(name)
+	if errors.Is(gerr, store.ErrUnknownGroup) {
+		return store.Disk{}, err
+	}
+	return g.Handle(), gerr
+}

@@ -12,13 +12,13 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/hindsight-cdp/hindsight/cdp/timespec"
-	"github.com/hindsight-cdp/hindsight/store"
 )
 
 // Reserved names of a disk directory; neither parses as a time.
 const (
 	latestName    = "latest"
 	bookmarksName = "bookmarks"
+	byTimeName    = "by-time"
 )
 
 // diskDir is one disk's directory. Its listing grows with every point, so it
@@ -26,9 +26,9 @@ const (
 // resolves any time, listed or not.
 type diskDir struct {
 	fs.Inode
-	t    *tree
-	disk store.Disk
-	ino  uint64
+	t   *tree
+	e   entry
+	ino uint64
 }
 
 var (
@@ -38,7 +38,7 @@ var (
 )
 
 func (d *diskDir) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	d.t.dirAttr(&out.Attr, d.ino, d.disk.Created)
+	d.t.dirAttr(&out.Attr, d.ino, d.e.created)
 	out.SetTimeout(listingTimeout)
 	return 0
 }
@@ -46,29 +46,30 @@ func (d *diskDir) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOu
 func (d *diskDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	// A directory the kernel still holds may outlive its disk, or a disk
 	// created again under its name: answer only for the disk it was made for.
-	cur, err := d.t.disk(ctx, d.disk.Name)
+	cur, err := d.t.entry(ctx, d.e.name)
 	if err != nil {
-		return nil, d.t.errno(fmt.Sprintf("disk %q: lookup %q", d.disk.Name, name), err)
+		return nil, d.t.errno(fmt.Sprintf("%q: lookup %q", d.e.name, name), err)
 	}
-	if diskIno(cur) != d.ino {
+	if cur.ino() != d.ino {
 		return nil, syscall.ENOENT
 	}
 
 	switch name {
 	case latestName:
-		p, err := d.t.src.Latest(ctx, d.disk.Name)
+		p, err := d.t.src.Latest(ctx, d.e.name)
 		if err != nil {
-			return nil, d.t.errno(fmt.Sprintf("disk %q: latest", d.disk.Name), err)
+			return nil, d.t.errno(fmt.Sprintf("%q: latest", d.e.name), err)
 		}
 		// Not cached: the next lookup must see the next point.
-		return d.t.newInstant(ctx, &d.Inode, d.ino, d.disk, name, p, p.Time, 0, out), 0
+		return d.t.newInstant(ctx, &d.Inode, d.ino, cur, name, p, p.Time, nil, 0, out), 0
+
+	case byTimeName:
+		b := &byTimeDir{t: d.t, e: cur, ino: inode(kindByTime, d.ino, byTimeName)}
+		return d.t.listingDir(ctx, &d.Inode, b, b.ino, d.e.created, out), 0
 
 	case bookmarksName:
-		b := &bookmarksDir{t: d.t, disk: d.disk, ino: inode(kindBookmarks, d.ino, bookmarksName)}
-		d.t.dirAttr(&out.Attr, b.ino, d.disk.Created)
-		out.SetEntryTimeout(listingTimeout)
-		out.SetAttrTimeout(listingTimeout)
-		return d.NewInode(ctx, b, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: b.ino}), 0
+		b := &bookmarksDir{t: d.t, e: cur, ino: inode(kindBookmarks, d.ino, bookmarksName)}
+		return d.t.listingDir(ctx, &d.Inode, b, b.ino, d.e.created, out), 0
 	}
 
 	now := d.t.now()
@@ -76,25 +77,25 @@ func (d *diskDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if err != nil || at.After(now) {
 		return nil, syscall.ENOENT // not a time, or one that has not happened yet
 	}
-	p, err := d.t.src.Resolve(ctx, d.disk.Name, at)
+	p, err := d.t.src.Resolve(ctx, d.e.name, at)
 	if err != nil {
-		return nil, d.t.errno(fmt.Sprintf("disk %q: resolve %q", d.disk.Name, name), err)
+		return nil, d.t.errno(fmt.Sprintf("%q: resolve %q", d.e.name, name), err)
 	}
 	timeout := listingTimeout
 	if timespec.IsRelative(name) {
 		timeout = 0 // -15m names another instant a moment later
 	}
-	return d.t.newInstant(ctx, &d.Inode, d.ino, d.disk, name, p, at, timeout, out), 0
+	return d.t.newInstant(ctx, &d.Inode, d.ino, cur, name, p, at, nil, timeout, out), 0
 }
 
 func (d *diskDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	points, err := d.t.src.Points(ctx, d.disk.Name, d.t.listPoints)
+	points, err := d.t.src.Points(ctx, d.e.name, d.t.listPoints)
 	if err != nil {
-		return nil, d.t.errno(fmt.Sprintf("disk %q: list points", d.disk.Name), err)
+		return nil, d.t.errno(fmt.Sprintf("%q: list points", d.e.name), err)
 	}
-	bookmarks, err := d.t.src.Bookmarks(ctx, d.disk.Name)
+	bookmarks, err := d.t.src.Bookmarks(ctx, d.e.name)
 	if err != nil {
-		return nil, d.t.errno(fmt.Sprintf("disk %q: list bookmarks", d.disk.Name), err)
+		return nil, d.t.errno(fmt.Sprintf("%q: list bookmarks", d.e.name), err)
 	}
 
 	type instant struct {
@@ -127,7 +128,8 @@ func (d *diskDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 			Ino: instantIno(d.ino, latestName, last.Time, last.Seq)})
 	}
 	entries = append(entries, fuse.DirEntry{Name: bookmarksName, Mode: syscall.S_IFDIR,
-		Ino: inode(kindBookmarks, d.ino, bookmarksName)})
+		Ino: inode(kindBookmarks, d.ino, bookmarksName)}, fuse.DirEntry{Name: byTimeName, Mode: syscall.S_IFDIR,
+		Ino: inode(kindByTime, d.ino, byTimeName)})
 	for _, name := range names {
 		in := instants[name]
 		entries = append(entries, fuse.DirEntry{Name: name, Mode: syscall.S_IFDIR,
@@ -140,9 +142,9 @@ func (d *diskDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 // instant it names.
 type bookmarksDir struct {
 	fs.Inode
-	t    *tree
-	disk store.Disk
-	ino  uint64
+	t   *tree
+	e   entry
+	ino uint64
 }
 
 var (
@@ -152,33 +154,33 @@ var (
 )
 
 func (b *bookmarksDir) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	b.t.dirAttr(&out.Attr, b.ino, b.disk.Created)
+	b.t.dirAttr(&out.Attr, b.ino, b.e.created)
 	out.SetTimeout(listingTimeout)
 	return 0
 }
 
 func (b *bookmarksDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	bookmarks, err := b.t.src.Bookmarks(ctx, b.disk.Name)
+	bookmarks, err := b.t.src.Bookmarks(ctx, b.e.name)
 	if err != nil {
-		return nil, b.t.errno(fmt.Sprintf("disk %q: list bookmarks", b.disk.Name), err)
+		return nil, b.t.errno(fmt.Sprintf("%q: list bookmarks", b.e.name), err)
 	}
 	for _, bm := range bookmarks {
 		if bm.Name == name {
 			// The bookmark names an instant; info.json shows the point that holds it.
-			p, err := b.t.src.Resolve(ctx, b.disk.Name, bm.Time)
+			p, err := b.t.src.Resolve(ctx, b.e.name, bm.Time)
 			if err != nil {
-				return nil, b.t.errno(fmt.Sprintf("disk %q: bookmark %q", b.disk.Name, name), err)
+				return nil, b.t.errno(fmt.Sprintf("%q: bookmark %q", b.e.name, name), err)
 			}
-			return b.t.newInstant(ctx, &b.Inode, b.ino, b.disk, name, p, bm.Time, listingTimeout, out), 0
+			return b.t.newInstant(ctx, &b.Inode, b.ino, b.e, name, p, bm.Time, &bm, listingTimeout, out), 0
 		}
 	}
 	return nil, syscall.ENOENT
 }
 
 func (b *bookmarksDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	bookmarks, err := b.t.src.Bookmarks(ctx, b.disk.Name)
+	bookmarks, err := b.t.src.Bookmarks(ctx, b.e.name)
 	if err != nil {
-		return nil, b.t.errno(fmt.Sprintf("disk %q: list bookmarks", b.disk.Name), err)
+		return nil, b.t.errno(fmt.Sprintf("%q: list bookmarks", b.e.name), err)
 	}
 	entries := make([]fuse.DirEntry, 0, len(bookmarks))
 	for _, bm := range bookmarks {

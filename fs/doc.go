@@ -4,14 +4,28 @@
 // # Tree
 //
 //	<mount>/
-//	  <disk>/
+//	  <disk or group>/
 //	    latest/                   the newest point, resolved again on every lookup
-//	    bookmarks/<name>/         the instant a bookmark names
+//	    bookmarks/<name>/         the instant a bookmark names (plus its files, e.g. backup_label)
+//	    by-time/YYYY/MM/DD/HH/MM/SS.fraction/   the timeline, one level per unit
 //	    <instant>/                any time: listed or not, resolved on lookup
 //	      <disk>.vmdk             VMDK descriptor (ESXi flat form) naming <disk>-flat.vmdk
 //	      <disk>-flat.vmdk        the raw image at that instant
 //	      <disk>.vhd              fixed VHD: the raw image plus a 512-byte footer
-//	      info.json               the point served and the nearest bookmarks
+//	      <name>.vmx              a minimal VM naming every disk's .vmdk
+//	      info.json               the point served, its consistency, the nearest bookmarks
+//
+// A group's instant directories hold the files of each of its disks, all at
+// one journal position (the group's disks share one timeline); each member
+// disk also has a directory of its own.
+//
+// # by-time
+//
+// Each level lists only the units (years, months, days, hours, minutes) that
+// hold points or bookmarks, found with one seek per unit, so a listing costs
+// at most 60 seeks however many writes the journal holds. A minute lists its
+// instants as SS.fraction (exact point times; past 1000 points, the first of
+// each second), and any SS or SS.fraction in it resolves on lookup.
 //
 // A disk directory lists bookmarks, latest once the disk has a point, and the
 // newest Options.ListPoints points and every bookmark's instant, named by
@@ -25,7 +39,11 @@
 //
 // # info.json
 //
-//	{"disk", "requested", "seq", "time", "bookmark_before", "bookmark_after", "size", "block_size"}
+//	{"disk", "group", "disks", "requested", "seq", "time", "bookmark_before", "bookmark_after",
+//	 "size", "block_size", "bookmark", "consistency"}
+//
+// consistency is "application" only for an application bookmark's directory
+// (its quiesce report is in bookmark.quiesce), else "crash".
 //
 // requested is the time the name asked for (for latest and bookmarks, the
 // point's own time); seq and time are the journal position and time of the

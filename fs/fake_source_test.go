@@ -147,6 +147,33 @@ func (s *fakeSource) Disks(ctx context.Context) ([]store.Disk, error) {
 	return out, nil
 }
 
+func (s *fakeSource) Groups(ctx context.Context) ([]store.Group, error) { return nil, nil }
+
+// Skim walks the points in memory; the store's seeks are tested in store.
+func (s *fakeSource) Skim(ctx context.Context, disk string, from, to time.Time, next func(time.Time) time.Time, limit int) ([]store.Point, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, err := s.diskLocked(disk)
+	if err != nil {
+		return nil, err
+	}
+	var out []store.Point
+	at := from
+	for _, p := range d.points {
+		if limit > 0 && len(out) >= limit {
+			break
+		}
+		if !p.Time.Before(to) {
+			break
+		}
+		if !p.Time.Before(at) {
+			out = append(out, p.Point)
+			at = next(p.Time)
+		}
+	}
+	return out, nil
+}
+
 func (s *fakeSource) Points(ctx context.Context, disk string, limit int) ([]store.Point, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -32,7 +34,8 @@ const infoName = "info.json"
 type instantDir struct {
 	fs.Inode
 	t         *tree
-	disk      store.Disk
+	e         entry
+	bookmark  *store.Bookmark // the bookmark the directory is, if it is one
 	point     store.Point
 	requested time.Time
 	ino       uint64
@@ -63,10 +66,11 @@ func instantIno(parent uint64, name string, requested time.Time, seq uint64) uin
 }
 
 // newInstant returns the node for the instant directory name of parent, the
-// disk at point p, and fills out for the entry. entryTimeout 0 (latest and
-// relative names) also turns attribute caching off.
-func (t *tree) newInstant(ctx context.Context, parent *fs.Inode, parentIno uint64, disk store.Disk,
-	name string, p store.Point, requested time.Time, entryTimeout time.Duration, out *fuse.EntryOut,
+// entry's disks at point p (bm: the bookmark it shows, if any), and fills out
+// for the entry. entryTimeout 0 (latest and relative names) also turns
+// attribute caching off.
+func (t *tree) newInstant(ctx context.Context, parent *fs.Inode, parentIno uint64, e entry,
+	name string, p store.Point, requested time.Time, bm *store.Bookmark, entryTimeout time.Duration, out *fuse.EntryOut,
 ) *fs.Inode {
 	attrTimeout := immutableTimeout
 	if entryTimeout == 0 {
@@ -74,7 +78,8 @@ func (t *tree) newInstant(ctx context.Context, parent *fs.Inode, parentIno uint6
 	}
 	n := &instantDir{
 		t:         t,
-		disk:      disk,
+		e:         e,
+		bookmark:  bm,
 		point:     p,
 		requested: requested,
 		ino:       instantIno(parentIno, name, requested, p.Seq),
@@ -127,7 +132,7 @@ func (d *instantDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) 
 }
 
 func (d *instantDir) op() string {
-	return fmt.Sprintf("disk %q at seq %d", d.disk.Name, d.point.Seq)
+	return fmt.Sprintf("%q at seq %d", d.e.name, d.point.Seq)
 }
 
 // build makes the directory's files the first time it is asked; an error
@@ -139,40 +144,53 @@ func (d *instantDir) build(ctx context.Context) ([]instantFile, error) {
 		return d.files, nil
 	}
 
-	raw, err := d.t.src.Image(ctx, d.disk.Name, d.point.Seq)
-	if err != nil {
-		return nil, fmt.Errorf("image: %w", err)
-	}
-	bookmarks, err := d.t.src.Bookmarks(ctx, d.disk.Name)
+	bookmarks, err := d.t.src.Bookmarks(ctx, d.e.name)
 	if err != nil {
 		return nil, fmt.Errorf("bookmarks: %w", err)
 	}
-	info, err := json.MarshalIndent(newInfo(d.disk, d.point, d.requested, bookmarks), "", "  ")
+	var files []instantFile
+	var vmdks []string
+	for _, disk := range d.e.disks {
+		raw, err := d.t.src.Image(ctx, disk.Name, d.point.Seq)
+		if err != nil {
+			return nil, fmt.Errorf("image of %q: %w", disk.Name, err)
+		}
+		meta := ImageMeta(disk, d.point)
+		if err := meta.Validate(); err != nil {
+			return nil, err
+		}
+		imageDir := diskIno(disk) // not the parent: bookmarks/x and its instant share
+		for _, f := range image.Files(meta, raw) {
+			files = append(files, instantFile{
+				name: f.Name,
+				ino:  inode(kindImage, imageDir, f.Name, d.point.Seq),
+				r:    f.R,
+				size: f.Size,
+			})
+		}
+		vmdks = append(vmdks, disk.Name+".vmdk")
+	}
+	small := func(name string, content []byte) {
+		files = append(files, instantFile{name: name, ino: inode(kindInfo, d.ino, name), r: bytes.NewReader(content), size: int64(len(content))})
+	}
+	small(d.e.name+".vmx", image.VMX(d.e.name, vmdks))
+	info, err := json.MarshalIndent(newInfo(d.e, d.point, d.requested, bookmarks, d.bookmark), "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("info: %w", err)
 	}
-	info = append(info, '\n')
-
-	meta := ImageMeta(d.disk, d.point)
-	if err := meta.Validate(); err != nil {
-		return nil, err
+	small(infoName, append(info, '\n'))
+	if d.bookmark != nil {
+		names := make([]string, 0, len(d.bookmark.Files))
+		for name := range d.bookmark.Files {
+			if validName(name) && name != infoName && !strings.HasSuffix(name, ".vmx") {
+				names = append(names, name)
+			}
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			small(name, []byte(d.bookmark.Files[name]))
+		}
 	}
-	imageDir := diskIno(d.disk) // not the parent: bookmarks/x and its instant share
-	var files []instantFile
-	for _, f := range image.Files(meta, raw) {
-		files = append(files, instantFile{
-			name: f.Name,
-			ino:  inode(kindImage, imageDir, f.Name, d.point.Seq),
-			r:    f.R,
-			size: f.Size,
-		})
-	}
-	files = append(files, instantFile{
-		name: infoName,
-		ino:  inode(kindInfo, d.ino, infoName),
-		r:    bytes.NewReader(info),
-		size: int64(len(info)),
-	})
 	d.files = files
 	return files, nil
 }
@@ -206,14 +224,28 @@ func imageID(d store.Disk, seq uint64) [16]byte {
 
 // info is the content of info.json.
 type info struct {
-	Disk           string       `json:"disk"`
+	Disk           string       `json:"disk"` // the disk, or the group
+	Group          bool         `json:"group,omitempty"`
+	Disks          []diskInfo   `json:"disks"`
 	Requested      time.Time    `json:"requested"` // RFC 3339 with nanoseconds, UTC
 	Seq            uint64       `json:"seq"`
 	Time           time.Time    `json:"time"`
 	BookmarkBefore *bookmarkRef `json:"bookmark_before"`
 	BookmarkAfter  *bookmarkRef `json:"bookmark_after"`
-	Size           int64        `json:"size"`
-	BlockSize      int          `json:"block_size"`
+	Size           int64        `json:"size,omitempty"` // of a disk; a group's are in disks
+	BlockSize      int          `json:"block_size,omitempty"`
+	// Bookmark is the bookmark this directory shows, with its consistency
+	// and the quiesce report of the agents that ran for it.
+	Bookmark *store.Bookmark `json:"bookmark,omitempty"`
+	// Consistency is "application" only where quiescing succeeded, else
+	// "crash": every instant is crash-consistent.
+	Consistency string `json:"consistency"`
+}
+
+type diskInfo struct {
+	Name      string `json:"name"`
+	Size      int64  `json:"size"`
+	BlockSize int    `json:"block_size"`
 }
 
 type bookmarkRef struct {
@@ -226,14 +258,25 @@ type bookmarkRef struct {
 // newInfo describes disk at point p, asked for at requested. The nearest
 // bookmarks are chosen by journal position, the order of the timeline: the
 // newest at or before p and the oldest after it.
-func newInfo(disk store.Disk, p store.Point, requested time.Time, bookmarks []store.Bookmark) info {
+func newInfo(e entry, p store.Point, requested time.Time, bookmarks []store.Bookmark, bm *store.Bookmark) info {
 	in := info{
-		Disk:      disk.Name,
-		Requested: requested.UTC(),
-		Seq:       p.Seq,
-		Time:      p.Time.UTC(),
-		Size:      disk.Size,
-		BlockSize: disk.BlockSize,
+		Disk:        e.name,
+		Group:       e.group,
+		Disks:       []diskInfo{},
+		Requested:   requested.UTC(),
+		Seq:         p.Seq,
+		Time:        p.Time.UTC(),
+		Bookmark:    bm,
+		Consistency: store.KindCrash,
+	}
+	for _, d := range e.disks {
+		in.Disks = append(in.Disks, diskInfo{d.Name, d.Size, d.BlockSize})
+	}
+	if !e.group && len(e.disks) == 1 {
+		in.Size, in.BlockSize = e.disks[0].Size, e.disks[0].BlockSize
+	}
+	if bm != nil && bm.Kind == store.KindApplication {
+		in.Consistency = store.KindApplication
 	}
 	var before, after *store.Bookmark
 	for i := range bookmarks {

@@ -147,7 +147,7 @@ func TestNewInfoBookmarks(t *testing.T) {
 		{30, "c", ""},
 		{40, "c", ""},
 	} {
-		in := newInfo(store.Disk{Name: "d", Size: 4096, BlockSize: 4096}, store.Point{Seq: tc.seq, Time: at(tc.seq)}, at(tc.seq), marks)
+		in := newInfo(entry{name: "d", disks: []store.Disk{{Name: "d", Size: 4096, BlockSize: 4096}}}, store.Point{Seq: tc.seq, Time: at(tc.seq)}, at(tc.seq), marks, nil)
 		name := func(r *bookmarkRef) string {
 			if r == nil {
 				return ""
@@ -158,7 +158,7 @@ func TestNewInfoBookmarks(t *testing.T) {
 			t.Errorf("seq %d: before %q after %q, want %q %q", tc.seq, name(in.BookmarkBefore), name(in.BookmarkAfter), tc.before, tc.after)
 		}
 	}
-	if in := newInfo(store.Disk{}, store.Point{Seq: 1}, t0, nil); in.BookmarkBefore != nil || in.BookmarkAfter != nil {
+	if in := newInfo(entry{}, store.Point{Seq: 1}, t0, nil, nil); in.BookmarkBefore != nil || in.BookmarkAfter != nil {
 		t.Errorf("no bookmarks: %+v", in)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/hindsight-cdp/hindsight/store"
@@ -19,14 +20,21 @@ import (
 // processes appear without a remount.
 type Source interface {
 	Disks(ctx context.Context) ([]store.Disk, error)
-	// Points returns the newest limit points of the disk, oldest first.
-	Points(ctx context.Context, disk string, limit int) ([]store.Point, error)
-	Bookmarks(ctx context.Context, disk string) ([]store.Bookmark, error)
+	Groups(ctx context.Context) ([]store.Group, error)
+	// The calls below take the name of a timeline's owner: a disk, or a
+	// group (whose member disks share its points and bookmarks).
+
+	// Points returns the newest limit points, oldest first.
+	Points(ctx context.Context, name string, limit int) ([]store.Point, error)
+	// Skim is store.Repo.Skim: points in [from, to), one seek each, the
+	// next at or after next(previous time).
+	Skim(ctx context.Context, name string, from, to time.Time, next func(time.Time) time.Time, limit int) ([]store.Point, error)
+	Bookmarks(ctx context.Context, name string) ([]store.Bookmark, error)
 	// Resolve returns the newest point with Time <= t: store.ErrNoPoint if
-	// there is none, store.ErrUnknownDisk for an unknown disk.
-	Resolve(ctx context.Context, disk string, t time.Time) (store.Point, error)
+	// there is none, store.ErrUnknownDisk for an unknown name.
+	Resolve(ctx context.Context, name string, t time.Time) (store.Point, error)
 	// Latest returns the newest point, store.ErrNoPoint if there is none yet.
-	Latest(ctx context.Context, disk string) (store.Point, error)
+	Latest(ctx context.Context, name string) (store.Point, error)
 	// Image returns the whole disk at journal position seq: immutable and
 	// safe for concurrent use.
 	Image(ctx context.Context, disk string, seq uint64) (io.ReaderAt, error)
@@ -65,6 +73,15 @@ func (t *tree) dirAttr(out *fuse.Attr, ino uint64, mtime time.Time) {
 	out.SetTimes(&mtime, &mtime, &mtime)
 }
 
+// listingDir makes n, a directory whose listing may grow, the child of parent
+// and fills out for its entry.
+func (t *tree) listingDir(ctx context.Context, parent *fs.Inode, n fs.InodeEmbedder, ino uint64, mtime time.Time, out *fuse.EntryOut) *fs.Inode {
+	t.dirAttr(&out.Attr, ino, mtime)
+	out.SetEntryTimeout(listingTimeout)
+	out.SetAttrTimeout(listingTimeout)
+	return parent.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino})
+}
+
 // fileAttr fills out with a regular file's attributes.
 func (t *tree) fileAttr(out *fuse.Attr, ino uint64, size int64, mtime time.Time) {
 	out.Ino = ino
@@ -85,6 +102,7 @@ const (
 	kindInstant
 	kindImage
 	kindInfo
+	kindByTime
 )
 
 // inode returns the deterministic inode number of a node from its kind, its

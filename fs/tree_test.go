@@ -109,7 +109,7 @@ func TestListing(t *testing.T) {
 	if got, want := names(t, mnt), sorted("empty", "vm1", "vm2"); !slices.Equal(got, want) {
 		t.Errorf("root: %q, want %q", got, want)
 	}
-	want := []string{"latest", "bookmarks"}
+	want := []string{"latest", "bookmarks", "by-time"}
 	for _, p := range f.p {
 		want = append(want, timespec.Format(p.Time))
 	}
@@ -120,12 +120,12 @@ func TestListing(t *testing.T) {
 		t.Errorf("vm1/bookmarks: %q, want %q", got, want)
 	}
 	// No point: nothing to show but the (empty) bookmarks.
-	if got, want := names(t, filepath.Join(mnt, "empty")), []string{"bookmarks"}; !slices.Equal(got, want) {
+	if got, want := names(t, filepath.Join(mnt, "empty")), []string{"bookmarks", "by-time"}; !slices.Equal(got, want) {
 		t.Errorf("empty: %q, want %q", got, want)
 	}
 	for _, dir := range []string{"latest", timespec.Format(f.p[2].Time), "bookmarks/app", "20261125T101500Z"} {
 		got := names(t, filepath.Join(mnt, "vm1", dir))
-		if want := sorted("info.json", "vm1.vmdk", "vm1-flat.vmdk", "vm1.vhd"); !slices.Equal(got, want) {
+		if want := sorted("info.json", "vm1.vmdk", "vm1-flat.vmdk", "vm1.vhd", "vm1.vmx"); !slices.Equal(got, want) {
 			t.Errorf("vm1/%s: %q, want %q", dir, got, want)
 		}
 	}
@@ -142,7 +142,7 @@ func TestListing(t *testing.T) {
 func TestListPoints(t *testing.T) {
 	src, f := newFixture()
 	mnt := testMount(t, src, Options{Now: f.clock(), ListPoints: 2})
-	want := sorted("latest", "bookmarks",
+	want := sorted("latest", "bookmarks", "by-time",
 		timespec.Format(f.p[4].Time), timespec.Format(f.p[5].Time), // newest two
 		timespec.Format(f.p[1].Time), timespec.Format(f.p[3].Time)) // bookmarked
 	if got := names(t, filepath.Join(mnt, "vm1")); !slices.Equal(got, want) {

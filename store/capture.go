@@ -29,7 +29,15 @@ type BlockWrite struct {
 // Capture journals writes (disks of timeline tl) as one step at the current
 // time: visible to readers at once, durable after the next Sync.
 func (r *Repo) Capture(tl uint32, writes []BlockWrite) (Point, error) {
-	s, err := r.Begin(tl, time.Time{})
+	return r.CaptureAt(tl, time.Time{}, writes)
+}
+
+// CaptureAt is Capture with the point's time given (after the timeline's
+// newest point): for sources whose writes carry their own time, such as a
+// snapshot read by an agentless source, or a journal replayed from elsewhere.
+// The zero time means now.
+func (r *Repo) CaptureAt(tl uint32, at time.Time, writes []BlockWrite) (Point, error) {
+	s, err := r.Begin(tl, at)
 	if err != nil {
 		return Point{}, err
 	}

@@ -171,3 +171,9 @@ func (r *Repo) Members(name string) (uint32, []Disk, error) {
 	}
 	return g.ID, disks, nil
 }
+
+// Handle is the group as a Disk-shaped value for the lookups that go by
+// timeline (points, bookmarks, instants): its name and its timeline.
+func (g Group) Handle() Disk {
+	return Disk{ID: g.ID, Name: g.Name, Timeline: g.ID, Group: g.Name, Created: g.Created}
+}

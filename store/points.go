@@ -85,3 +85,30 @@ func (r *Repo) Points(tl uint32, since, until time.Time, limit int) ([]Point, er
 	}
 	return out, nil
 }
+
+// Skim returns points of timeline tl in [from, to) with one seek each: the
+// first point at or after from, then the first at or after next(t) of the
+// previous one's time t, and so on, at most limit (0: no limit). With next
+// the start of the following minute, it lists the minutes that hold points at
+// the cost of one seek per minute, however many points each holds.
+func (r *Repo) Skim(tl uint32, from, to time.Time, next func(time.Time) time.Time, limit int) ([]Point, error) {
+	it, err := r.db.NewIter(&pebble.IterOptions{LowerBound: pointKey(tl, from), UpperBound: pointKey(tl, to)})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []Point
+	for ok := it.First(); ok && (limit <= 0 || len(out) < limit); {
+		p, err := decodePoint(it.Key(), it.Value())
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+		n := next(p.Time)
+		if !n.After(p.Time) {
+			return nil, fmt.Errorf("store: skim: next(%s) is not later", p.Time)
+		}
+		ok = it.SeekGE(pointKey(tl, n))
+	}
+	return out, it.Error()
+}

@@ -1,6 +1,8 @@
 // Package tap presents a protected disk as one writable file on a FUSE mount,
 // <mount>/<disk>.img, that losetup, QEMU or any program uses like a disk: the
-// capture front end of DESIGN.md. Reads show the newest state; each write is
+// capture front end of DESIGN.md. The caller names the file (vSphere instant
+// recovery serves <disk>-flat.vmdk) and may add small read-only files beside
+// it (that disk's VMDK descriptor). Reads show the newest state; each write is
 // handed to the Device, which journals it before the write returns; fsync and
 // flush (close) return only when everything written before is durable.
 //
@@ -14,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"syscall"
 	"time"
 
@@ -39,6 +42,9 @@ type Options struct {
 	AllowOther bool // mode 0666 and allow_other; default 0600, owner only
 	Debug      bool
 	Logf       func(format string, args ...any)
+	// Files are small read-only files shown beside the disk file, such as
+	// the VMDK descriptor of a disk served as <name>-flat.vmdk.
+	Files map[string][]byte
 }
 
 // Mount serves dev as dir/name until ctx ends or the returned server is unmounted.
@@ -52,20 +58,68 @@ func Mount(ctx context.Context, dir, name string, dev Device, opt Options) (*fus
 		logf = func(string, ...any) {}
 	}
 	f := &file{dev: dev, mode: mode, logf: logf, mtime: time.Now()}
-	root := &root{name: name, file: f}
+	root := &root{name: name, file: f, extra: opt.Files, mode: mode &^ 0o222}
 	return fusesrv.Mount(ctx, dir, root, fusesrv.Config{Name: "hindsight-tap", AllowOther: opt.AllowOther, Debug: opt.Debug, Logf: logf})
 }
 
 type root struct {
 	fs.Inode
-	name string
-	file *file
+	name  string
+	file  *file
+	extra map[string][]byte
+	mode  uint32
 }
 
 var _ = (fs.NodeOnAdder)((*root)(nil))
 
 func (r *root) OnAdd(ctx context.Context) {
 	r.AddChild(r.name, r.NewPersistentInode(ctx, r.file, fs.StableAttr{Mode: syscall.S_IFREG, Ino: 2}), false)
+	names := make([]string, 0, len(r.extra))
+	for n := range r.extra {
+		names = append(names, n)
+	}
+	slices.Sort(names) // stable inode numbers
+	for i, n := range names {
+		ro := &roFile{data: r.extra[n], mode: r.mode, mtime: r.file.mtime}
+		r.AddChild(n, r.NewPersistentInode(ctx, ro, fs.StableAttr{Mode: syscall.S_IFREG, Ino: uint64(3 + i)}), false)
+	}
+}
+
+// roFile is a small read-only file beside the disk file.
+type roFile struct {
+	fs.Inode
+	data  []byte
+	mode  uint32
+	mtime time.Time
+}
+
+var (
+	_ = (fs.NodeGetattrer)((*roFile)(nil))
+	_ = (fs.NodeOpener)((*roFile)(nil))
+	_ = (fs.NodeReader)((*roFile)(nil))
+)
+
+func (f *roFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = syscall.S_IFREG | f.mode
+	out.Size = uint64(len(f.data))
+	out.Nlink = 1
+	out.SetTimes(nil, &f.mtime, &f.mtime)
+	out.Owner = fuse.Owner{Uid: uint32(syscall.Getuid()), Gid: uint32(syscall.Getgid())}
+	return 0
+}
+
+func (f *roFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC) != 0 {
+		return nil, 0, syscall.EROFS
+	}
+	return nil, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (f *roFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if off >= int64(len(f.data)) {
+		return fuse.ReadResultData(nil), 0
+	}
+	return fuse.ReadResultData(f.data[off:min(off+int64(len(dest)), int64(len(f.data)))]), 0
 }
 
 type file struct {
