@@ -22,6 +22,7 @@ The size is fixed; give it with binary units (2G = 2 GiB) and as a multiple of t
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "size", Required: true, Usage: "disk size, e.g. 2G, 512M, 10737418240"},
 					&cli.StringFlag{Name: "block-size", Value: "4K", Usage: "journal block size, a power of two from 512 to 1M"},
+					&cli.StringFlag{Name: "group", Usage: "put the new disk in consistency `GROUP` (see 'hindsight group --help')"},
 				},
 				Action: func(c *cli.Context) error {
 					if err := needArgs(c, 1, "a disk NAME"); err != nil {
@@ -36,9 +37,20 @@ The size is fixed; give it with binary units (2G = 2 GiB) and as a multiple of t
 						return err
 					}
 					return withRepo(c, false, func(r *store.Repo) error {
+						if g := c.String("group"); g != "" {
+							if _, err := r.Group(g); err != nil {
+								return err // before the disk exists: nothing to undo
+							}
+						}
 						d, err := r.CreateDisk(c.Args().First(), size, int(bs))
 						if err != nil {
 							return err
+						}
+						if g := c.String("group"); g != "" {
+							if _, err := r.JoinGroup(g, d.Name); err != nil {
+								return err
+							}
+							d.Group = g
 						}
 						if c.Bool("json") {
 							return printJSON(c, d)

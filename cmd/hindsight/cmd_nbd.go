@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/hindsight-cdp/hindsight/cdp"
+	"github.com/hindsight-cdp/hindsight/cdp/control"
 	"github.com/hindsight-cdp/hindsight/cdp/nbd"
 	"github.com/hindsight-cdp/hindsight/store"
 	"github.com/urfave/cli/v2"
@@ -18,8 +19,10 @@ func cmdServeNBD() *cli.Command {
 	return &cli.Command{
 		Name:      "serve-nbd",
 		Usage:     "serve disks over NBD, journaling every write",
-		ArgsUsage: "DISK...",
-		Description: `Each DISK is an NBD export of that name, for QEMU/KVM and NBD clients:
+		ArgsUsage: "DISK|GROUP...",
+		Description: `Each DISK (every disk of a GROUP) is an NBD export of that name, for QEMU/KVM and
+NBD clients; a group's disks share one timeline, so every instant is consistent
+across them:
 
   hindsight --repo R serve-nbd web --listen 127.0.0.1:10809 &
   qemu-io -f raw nbd://127.0.0.1:10809/web -c 'write -P 0xab 0 1M'
@@ -49,11 +52,13 @@ customers' data.`,
 			return withRepo(c, false, func(r *store.Repo) error {
 				devs := map[string]*cdp.Device{}
 				for _, name := range c.Args().Slice() {
-					d, err := r.Disk(name)
+					_, disks, err := r.Members(name) // a group serves all its disks
 					if err != nil {
 						return err
 					}
-					devs[name] = cdp.NewDevice(r, d, "nbd")
+					for _, d := range disks {
+						devs[d.Name] = cdp.NewDevice(r, d, "nbd")
+					}
 				}
 				l, err := net.Listen("tcp", c.String("listen"))
 				if err != nil {
@@ -76,7 +81,13 @@ customers' data.`,
 					Logf: stderrf,
 				})
 				fmt.Fprintf(c.App.ErrWriter, "serving %s over NBD at %s; Ctrl-C ends it\n", strings.Join(names, ", "), l.Addr())
+				ctl, err := control.Listen(r.Dir(), control.Local{R: r})
+				if err != nil {
+					l.Close()
+					return err
+				}
 				g, ctx := errgroup.WithContext(c.Context)
+				g.Go(func() error { return ctl.Serve(ctx) })
 				g.Go(func() error { return srv.Serve(ctx, l) })
 				for _, d := range devs {
 					g.Go(func() error { return d.Run(ctx, c.Duration("sync-interval")) })

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hindsight-cdp/hindsight/cdp"
+	"github.com/hindsight-cdp/hindsight/cdp/control"
 	"github.com/hindsight-cdp/hindsight/fs/fusesrv"
 	"github.com/hindsight-cdp/hindsight/fs/tap"
 	"github.com/hindsight-cdp/hindsight/store"
@@ -59,7 +60,7 @@ was never fsynced. Ends on Ctrl-C, SIGTERM or 'umount DIR' (detach loop devices 
 					defer f.Close()
 					dev.Backed(f)
 				}
-				return serveDevice(c, dev, func(ctx context.Context) (*fusesrv.Server, error) {
+				return serveDevice(c, r, dev, func(ctx context.Context) (*fusesrv.Server, error) {
 					return tap.Mount(ctx, c.String("mount"), d.Name+".img", dev, tap.Options{
 						AllowOther: c.Bool("allow-other"), Debug: c.Bool("fuse-debug"), Logf: stderrf,
 					})
@@ -95,17 +96,23 @@ func openBacking(c *cli.Context, r *store.Repo, d store.Disk, path string) (*os.
 
 // serveDevice runs a capture front end until a signal or an unmount, syncing
 // and publishing the journal meanwhile, and syncs a last time before it returns.
-func serveDevice(c *cli.Context, dev *cdp.Device, mount func(context.Context) (*fusesrv.Server, error)) error {
+func serveDevice(c *cli.Context, r *store.Repo, dev *cdp.Device, mount func(context.Context) (*fusesrv.Server, error)) error {
 	ctx, cancel := context.WithCancel(c.Context)
 	defer cancel()
+	ctl, err := control.Listen(r.Dir(), control.Local{R: r})
+	if err != nil {
+		return err
+	}
 	srv, err := mount(context.Background()) // unmounted below, with retries
 	if err != nil {
+		ctl.Serve(canceled())
 		return err
 	}
 	dir := c.String("mount")
 	fmt.Fprintf(c.App.ErrWriter, "protecting %s at %s; Ctrl-C or 'umount %s' ends it\n",
 		dev.Disk().Name, filepath.Join(dir, dev.Disk().Name+".img"), dir)
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return ctl.Serve(gctx) })
 	g.Go(func() error { return dev.Run(gctx, c.Duration("sync-interval")) })
 	g.Go(func() error {
 		stopped := make(chan struct{})
@@ -123,6 +130,14 @@ func serveDevice(c *cli.Context, dev *cdp.Device, mount func(context.Context) (*
 		err = ferr
 	}
 	return err
+}
+
+// canceled is a context already done: serving the control socket with it
+// only closes and removes the socket.
+func canceled() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
 }
 
 // defaultSyncInterval bounds what a crash can lose of writes never fsynced,

@@ -39,13 +39,13 @@ func exitCode(err error) int {
 		return exitInterrupted
 	case errors.Is(err, errUsage), errors.Is(err, timespec.ErrBadTime), errors.Is(err, store.ErrBadName),
 		errors.Is(err, cdp.ErrSizeMismatch), errors.Is(err, cdp.ErrFuture), errors.Is(err, store.ErrTimeOrder),
-		errors.Is(err, store.ErrOutOfRange), errors.Is(err, export.ErrBadTarget):
+		errors.Is(err, store.ErrOutOfRange), errors.Is(err, export.ErrBadTarget), errors.Is(err, store.ErrNotEmpty):
 		return exitUsage
-	case errors.Is(err, store.ErrUnknownDisk), errors.Is(err, store.ErrUnknownBookmark),
+	case errors.Is(err, store.ErrUnknownDisk), errors.Is(err, store.ErrUnknownBookmark), errors.Is(err, store.ErrUnknownGroup),
 		errors.Is(err, store.ErrNoPoint), errors.Is(err, store.ErrNotRepository):
 		return exitNotFound
 	case errors.Is(err, store.ErrLocked), errors.Is(err, store.ErrDiskExists), errors.Is(err, store.ErrBookmarkExists),
-		errors.Is(err, export.ErrExists):
+		errors.Is(err, export.ErrExists), errors.Is(err, store.ErrInUse):
 		return exitBusy
 	}
 	return exitFailure
