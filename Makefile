@@ -4,8 +4,8 @@ BIN      := bin/hindsight
 PKGS     := ./...
 # Debian packages the tests drive: FUSE, qemu-img/qemu-io/qemu-nbd, mkfs.ext4/e2fsck, sfdisk,
 # losetup/fsfreeze, sqlite3, nbdinfo/nbdcopy; mkfs.xfs, mkfs.btrfs, ntfs-3g/mkfs.ntfs, mkfs.vfat/mtools
-# for file-level recovery.
-APT_PKGS := fuse3 qemu-utils e2fsprogs fdisk util-linux b3sum sqlite3 libnbd-bin xfsprogs btrfs-progs ntfs-3g dosfstools mtools
+# for file-level recovery; postgresql (postgres, pgbench, pg_amcheck) for the quiesce agents.
+APT_PKGS := fuse3 qemu-utils e2fsprogs fdisk util-linux b3sum sqlite3 libnbd-bin xfsprogs btrfs-progs ntfs-3g dosfstools mtools postgresql
 
 .PHONY: help build test deps lint bench demo clean ci
 
