@@ -1,0 +1,44 @@
+// Package recover is file-level recovery from Hindsight's journal: it mounts
+// an instant of a disk read-only (Open), copies files out of it safely
+// (Restore), compares two instants (Diff), and finds the instants at which a
+// file's content changed from the block journal (History).
+//
+// # Mounting an instant
+//
+// The disk at the instant is served by a private FUSE tree (package fs) in
+// an owner-only temporary directory, because loop devices need a file. The
+// partition table is read by package fs/partition (this kernel has no
+// partition parsers); each partition is attached as a read-only loop device
+// by offset and size, with autoclear, so a device outlives neither its mount
+// nor a process killed before mounting. Filesystems mount read-only with the
+// options that never replay a journal onto the image:
+//
+//	ext2/3/4  ro,noload            XFS  ro,norecovery,nouuid
+//	Btrfs     ro,rescue=nologreplay NTFS ntfs-3g -o ro (FUSE)
+//
+// LUKS containers are reported as encrypted and never opened; FAT (no vfat
+// in this kernel) is reported with the mtools command that reads it; other
+// partitions are reported unknown. Close unmounts the filesystems, then the
+// tree, and removes only empty directories it made; callers run it on every
+// path, including cancellation (SIGINT).
+//
+// # Paths
+//
+// A path names a file as the guest sees it: "/srv/site/index.html" is found
+// through the disk's own /etc/fstab (UUID=, LABEL=, PARTUUID=, PARTLABEL=,
+// /dev/sdXN-style names), or "p2:/site/index.html" names the partition. In
+// the filesystem it is resolved with openat2(RESOLVE_IN_ROOT): ".." and
+// absolute symlinks cannot leave the image's root, and the last component is
+// never followed, so a symlink is restored as a symlink.
+//
+// # History
+//
+// For ext2/3/4, a file's blocks (its inode's table block, extent tree and
+// data, and the directories on its path) are found by a small reader of the
+// on-disk format (package cdp/recover/ext4) reading the journal directly;
+// only the version records of those blocks are then read
+// (store.Repo.BlockVersions), the file is re-resolved wherever one of them
+// changed, and instants whose BLAKE3 of the content is unchanged collapse.
+// Other filesystems fall back to mounting sampled instants (bookmarks and
+// points), and say so.
+package recover

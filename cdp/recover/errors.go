@@ -1,0 +1,11 @@
+package recover
+
+import "errors"
+
+// Errors of this package. Check them with errors.Is.
+var (
+	// ErrNoFilesystem: no mounted filesystem of the instant holds a path.
+	ErrNoFilesystem = errors.New("recover: no mounted filesystem holds the path")
+	// ErrExists: a restore target exists and overwriting was not asked for.
+	ErrExists = errors.New("recover: target exists")
+)

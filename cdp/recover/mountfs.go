@@ -1,0 +1,104 @@
+package recover
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+
+	"github.com/hindsight-cdp/hindsight/fs/partition"
+	"golang.org/x/sys/unix"
+)
+
+// Mount methods reported in Part.Method.
+const (
+	// MethodReadOnly: the kernel mounts the partition read-only with the
+	// option that never replays its log onto the image (see Part.Options).
+	MethodReadOnly = "kernel-ro"
+	// MethodFUSE: a userspace driver (ntfs-3g) mounts it read-only.
+	MethodFUSE = "fuse-ro"
+)
+
+// Part statuses.
+const (
+	StatusMounted     = "mounted"
+	StatusFailed      = "failed"      // a filesystem that would not mount (see Error)
+	StatusEncrypted   = "encrypted"   // LUKS: reported, not opened
+	StatusUnknown     = "unknown"     // no filesystem Hindsight recognises
+	StatusUnsupported = "unsupported" // recognised, but nothing here can mount it (see Error)
+	StatusSwap        = "swap"
+)
+
+// mountFlags: whatever the image holds, nothing on it runs or opens devices.
+const mountFlags = unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+
+// kernelOptions are the read-only, never-replay options per kernel filesystem.
+var kernelOptions = map[string]struct{ fstype, data string }{
+	"ext2": {"ext4", "noload"},
+	"ext3": {"ext4", "noload"},
+	"ext4": {"ext4", "noload"},
+	// nouuid: two instants of one XFS (or the live one) may be mounted at once.
+	"xfs":   {"xfs", "norecovery,nouuid"},
+	"btrfs": {"btrfs", "rescue=nologreplay"},
+}
+
+// mountPart mounts p (its bytes in the flat image file) read-only at p.Dir
+// and fills in Method, Options and Status, or Status and Error.
+func mountPart(ctx context.Context, p *Part, flat string) {
+	fs := p.FS
+	switch {
+	case fs.Type == "luks":
+		p.Status, p.Error = StatusEncrypted, "LUKS container: not opened (Hindsight never asks for keys)"
+		return
+	case fs.Type == "swap":
+		p.Status = StatusSwap
+		return
+	case fs.Type == "vfat":
+		p.Status, p.Error = StatusUnsupported, fmt.Sprintf("FAT: no vfat in this kernel; read it with mtools: mdir -i '%s@@%d' ::/", flat, p.Offset)
+		return
+	case !fs.Mountable():
+		p.Status, p.Error = StatusUnknown, "no filesystem Hindsight recognises"
+		return
+	}
+	if err := os.Mkdir(p.Dir, 0o700); err != nil {
+		p.Status, p.Error = StatusFailed, err.Error()
+		return
+	}
+	p.made = true
+	dev, err := loopAttach(flat, p.Offset, p.Size)
+	if err != nil {
+		p.Status, p.Error = StatusFailed, err.Error()
+		return
+	}
+	defer dev.Close() // the mount holds the device from here; autoclear detaches it after
+	p.Loop = dev.Name()
+	if ko, ok := kernelOptions[fs.Type]; ok {
+		p.Method, p.Options = MethodReadOnly, "ro,"+ko.data
+		err = unix.Mount(dev.Name(), p.Dir, ko.fstype, mountFlags, ko.data)
+		if err != nil {
+			err = fmt.Errorf("mount -t %s -o %s: %w (see dmesg)", ko.fstype, p.Options, err)
+		}
+	} else { // ntfs
+		p.Method, p.Options = MethodFUSE, "ro"
+		if _, lerr := exec.LookPath("ntfs-3g"); lerr != nil {
+			p.Status, p.Error = StatusUnsupported, "NTFS: ntfs-3g is not installed"
+			return
+		}
+		err = tool(ctx, "ntfs-3g", "-o", "ro,nosuid,nodev,noexec", dev.Name(), p.Dir)
+	}
+	if err != nil {
+		p.Status, p.Error = StatusFailed, strings.TrimSpace(err.Error())
+		unmount(p.Dir, 0) // in case a helper mounted and then failed
+		return
+	}
+	p.Status, p.ready = StatusMounted, true
+}
+
+// partName is how a partition is named in paths (pN:) and mount directories.
+func partName(p partition.Partition) string {
+	if p.Index == 0 {
+		return "disk"
+	}
+	return fmt.Sprintf("p%d", p.Index)
+}
