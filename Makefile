@@ -7,7 +7,7 @@ PKGS     := ./...
 # for file-level recovery; postgresql (postgres, pgbench, pg_amcheck) for the quiesce agents.
 APT_PKGS := fuse3 qemu-utils e2fsprogs fdisk util-linux b3sum sqlite3 libnbd-bin xfsprogs btrfs-progs ntfs-3g dosfstools mtools postgresql
 
-.PHONY: help build test deps lint bench demo clean ci
+.PHONY: help build test deps lint bench soak demo clean ci
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ bench: deps build ## benchmarks; figures go into docs/PERFORMANCE.md
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./store/ ./fs/
 	bash scripts/bench-read.sh
 	bash scripts/bench-write.sh
+
+soak: deps ## long runs (minutes, not in make test): the by-time tree over 10 million points, each ls timed
+	HINDSIGHT_BYTIME_POINTS=10000000 $(GO) test -count=1 -timeout 60m -run 'TestByTimeExact' -v ./fs/
 
 demo: build deps ## a disk with ext4, a file changed over three points, mounted and restored
 	bash scripts/demo.sh
