@@ -2,6 +2,7 @@ package tap
 
 import (
 	"context"
+	"encoding/binary"
 	"crypto/rand"
 	"os"
 	"path/filepath"
@@ -11,7 +12,7 @@ import (
 	"github.com/hindsight-cdp/hindsight/store"
 )
 
-// BenchmarkTapWrite1M writes 1 MiB of random data per op through a real
+// BenchmarkTapWrite1M writes 1 MiB of new random data per op through a real
 // FUSE mount of the tap, sequentially as dd does, and fsyncs at the end.
 // Needs root (FUSE); the repository lives in TMPDIR.
 func BenchmarkTapWrite1M(b *testing.B) {
@@ -51,7 +52,9 @@ func BenchmarkTapWrite1M(b *testing.B) {
 	b.SetBytes(int64(len(buf)))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		buf[0]++
+		for off := 0; off < len(buf); off += 4096 { // every block new: nothing dedupes
+			binary.LittleEndian.PutUint64(buf[off:], uint64(i))
+		}
 		if _, err := f.WriteAt(buf, int64(i%(size>>20))<<20); err != nil {
 			b.Fatal(err)
 		}
