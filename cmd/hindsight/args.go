@@ -35,7 +35,12 @@ func interspersed(app *cli.App, args []string) []string {
 			dst := &flags
 			takes, isGlobal := defs[name]
 			if !isGlobal || cmdFs[name] {
-				takes = cmdFs[name]
+				var known bool
+				if takes, known = cmdFs[name]; !known {
+					// A subcommand's flag given before the subcommand
+					// (vsphere --url U list): its arity comes from below.
+					takes = descendantArity(cmds)[name]
+				}
 			} else {
 				dst = &global
 			}
@@ -84,6 +89,20 @@ func flagArity(flags []cli.Flag) map[string]bool {
 		_, isBool := f.(*cli.BoolFlag)
 		for _, n := range f.Names() {
 			m[n] = !isBool
+		}
+	}
+	return m
+}
+
+// descendantArity is flagArity over every command in cmds and below.
+func descendantArity(cmds []*cli.Command) map[string]bool {
+	m := map[string]bool{}
+	for _, c := range cmds {
+		for n, takes := range flagArity(c.Flags) {
+			m[n] = takes
+		}
+		for n, takes := range descendantArity(c.Subcommands) {
+			m[n] = takes
 		}
 	}
 	return m

@@ -17,6 +17,8 @@ func TestInterspersed(t *testing.T) {
 		{"hs import web -- --odd-name", "hs import web -- --odd-name"},
 		{"hs mount /mnt/hs --allow-other", "hs mount --allow-other /mnt/hs"},
 		{"hs disk list", "hs disk list"},
+		{"hs vsphere --url U list --json", "hs --json vsphere list --url U"},
+		{"hs bookmark db-vm n --consistency application --agent postgres --freeze /srv", "hs bookmark --consistency application --agent postgres --freeze /srv db-vm n"},
 	}
 	for _, c := range cases {
 		got := interspersed(app, strings.Fields(c.in))
