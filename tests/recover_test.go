@@ -36,7 +36,7 @@ func recoverDisk(t *testing.T, repo, name, label string, specs ...partSpec) (*te
 		td.change(t, 0, func(dir string) { write(t, dir, map[string]string{"etc/app.conf": fmt.Sprintf("app v%d\n", i)}) })
 		td.change(t, srv, func(dir string) {
 			write(t, dir, map[string]string{
-				prefix + "data/common.txt":               fmt.Sprintf("common v%d\n", i),
+				prefix + "data/common.txt":                 fmt.Sprintf("common v%d\n", i),
 				prefix + fmt.Sprintf("data/file%d.txt", i): fmt.Sprintf("file %d\n", i),
 			})
 			if i > 0 {

@@ -2,6 +2,7 @@ package recover
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"path"
 	"regexp"
@@ -155,6 +156,13 @@ func locate(parts []*Part, p string) (*Part, string, error) {
 		if best == nil || len(mp) > len(best.Mountpoint) {
 			best = q
 		}
+	}
+	if len(readyParts(parts)) == 0 { // not a missing path: nothing could be read
+		var why []string
+		for _, q := range parts {
+			why = append(why, q.Name+" "+q.Status+": "+q.Error)
+		}
+		return nil, "", fmt.Errorf("path %s: no filesystem of the disk is mounted (%s)", p, strings.Join(why, "; "))
 	}
 	if best == nil {
 		var names []string
