@@ -14,10 +14,6 @@ import (
 	"github.com/hindsight-cdp/hindsight/cdp/quiesce/pgtest"
 )
 
-// pgSettings keep test clusters small and quick: 1 MiB WAL segments (set at
-// initdb), little WAL kept, no timed checkpoints during a test.
-var pgSettings = []string{"max_wal_size=32MB", "min_wal_size=4MB", "checkpoint_timeout=1h", "shared_buffers=16MB"}
-
 // TestPostgresBookmark: with pgbench running, the postgres agent's bookmark
 // recovers: an image taken at the mark (the whole server paused, its files
 // copied: what a crash would leave) plus the backup_label reaches a
@@ -29,7 +25,7 @@ func TestPostgresBookmark(t *testing.T) {
 	base := pgtest.Dir(t)
 	data := filepath.Join(base, "data")
 	pgtest.InitDB(t, data, "--wal-segsize=1")
-	srv := pgtest.Start(t, data, 30*time.Second, pgSettings...)
+	srv := pgtest.Start(t, data, 30*time.Second, pgtest.Small...)
 	srv.Run("pgbench", "-i", "-q", "-s", "1")
 	bench := srv.Command("pgbench", "-n", "-c", "2", "-j", "2", "-T", "120")
 	if err := bench.Start(); err != nil {
@@ -66,32 +62,8 @@ func TestPostgresBookmark(t *testing.T) {
 		t.Errorf("%s replication slots left after the thaw", n)
 	}
 
-	// Restore: a stale postmaster.pid names the running server; the label goes in.
-	os.Remove(filepath.Join(image, "postmaster.pid"))
-	if err := os.WriteFile(filepath.Join(image, "backup_label"), []byte(label), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	checkRestored(t, image)
-}
-
-// checkRestored starts a server on a restored data directory and checks it
-// recovered through the backup_label, then pgbench's invariant and amcheck.
-func checkRestored(t *testing.T, data string) {
-	t.Helper()
-	pgtest.Give(t, data)
-	srv := pgtest.Start(t, data, time.Minute, pgSettings...)
-	if _, err := os.Stat(filepath.Join(data, "backup_label.old")); err != nil || !strings.Contains(srv.Log(), "consistent recovery state reached") {
-		t.Errorf("no recovery through the backup_label: %v\n%s", err, srv.Log())
-	}
-	n, err := srv.PgbenchInvariant("postgres")
-	if err != nil {
-		t.Error(err)
-	}
-	if err := srv.Amcheck(); err != nil {
-		t.Error(err)
-	}
+	n := pgtest.Recover(t, image, label, pgtest.Small...)
 	t.Logf("restored: %d pgbench transactions", n)
-	srv.Stop()
 }
 
 // TestPostgresUnreachable: a server that does not answer refuses the

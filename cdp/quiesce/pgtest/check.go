@@ -2,7 +2,11 @@ package pgtest
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
+	"testing"
+	"time"
 )
 
 // PgbenchInvariant checks pgbench's bookkeeping on database db: every
@@ -33,4 +37,42 @@ func (s *Server) Amcheck() error {
 		return fmt.Errorf("pg_amcheck: %v\n%s", err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// Small are settings for small, quick test clusters (initdb them with
+// --wal-segsize=1): little WAL kept, checkpoints left to the test and to
+// max_wal_size.
+var Small = []string{"max_wal_size=48MB", "min_wal_size=4MB", "checkpoint_timeout=1h", "shared_buffers=16MB"}
+
+// Recover starts a server with settings on data, a restored copy or image
+// of a data directory, and stops it before returning. A non-empty label is
+// written as its backup_label first, and the recovery must have gone
+// through it to a consistent state. Then pgbench's invariant must hold on
+// database postgres and pg_amcheck must pass. It returns the number of
+// pgbench transactions found.
+func Recover(tb testing.TB, data, label string, settings ...string) int {
+	tb.Helper()
+	// The pid file names the server that ran on the original.
+	os.Remove(filepath.Join(data, "postmaster.pid"))
+	if label != "" {
+		if err := os.WriteFile(filepath.Join(data, "backup_label"), []byte(label), 0o600); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	Give(tb, data)
+	s := Start(tb, data, time.Minute, settings...)
+	defer s.Stop()
+	if label != "" {
+		if _, err := os.Stat(filepath.Join(data, "backup_label.old")); err != nil || !strings.Contains(s.Log(), "consistent recovery state reached") {
+			tb.Errorf("no recovery through the backup_label: %v\n%s", err, s.Log())
+		}
+	}
+	n, err := s.PgbenchInvariant("postgres")
+	if err != nil {
+		tb.Error(err)
+	}
+	if err := s.Amcheck(); err != nil {
+		tb.Error(err)
+	}
+	return n
 }

@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hindsight-cdp/hindsight/cdp/quiesce/internal/proc"
 )
 
 // BinDir returns the directory holding postgres, initdb and the client tools.
@@ -296,42 +298,17 @@ func (s *Server) Resume() error { return s.Signal(syscall.SIGCONT) }
 
 // children lists the processes whose parent is pid.
 func children(pid int) []int {
-	var pids []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if _, ppid := procState(p); ppid == pid {
-			pids = append(pids, p)
-		}
-	}
-	return pids
+	return proc.All(func(_ int, s proc.Stat) bool { return s.PPID == pid })
 }
 
 // waitStopped waits until pid is stopped (or gone), at most 10 s.
 func waitStopped(pid int) error {
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		if state, _ := procState(pid); state == "T" || state == "t" || state == "Z" || state == "" {
+		if s, ok := proc.Read(pid); !ok || s.State == "T" || s.State == "t" || s.State == "Z" {
 			return nil
 		}
 	}
 	return fmt.Errorf("pgtest: process %d did not stop", pid)
-}
-
-// procState returns the state and parent of pid from /proc/PID/stat.
-func procState(pid int) (state string, ppid int) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return "", 0
-	}
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	if len(f) < 2 {
-		return "", 0
-	}
-	ppid, _ = strconv.Atoi(f[1])
-	return f[0], ppid
 }
 
 // Stop shuts the server down (fast mode), or kills it after 30 s; it may be
