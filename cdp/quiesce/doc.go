@@ -11,6 +11,11 @@
 //
 //	freeze a1 → freeze a2 → … → mark → … → thaw a2 → thaw a1
 //
+// New orders the agents postgres, hooks, exec, fsfreeze: PostgreSQL holds
+// nothing and may spend a while in checkpoints, the hooks and exec commands
+// hold applications and should do so briefly, and filesystems freeze last,
+// under applications that have flushed.
+//
 // A failed freeze refuses the bookmark: mark is not called and Run's error
 // wraps ErrRefused. One timeout bounds the freezes and the mark together; when
 // it runs out, the running hook's whole process group is killed, the attempted

@@ -180,7 +180,7 @@ func TestHooksOptions(t *testing.T) {
 	for _, a := range r.Agents {
 		names = append(names, a.Name())
 	}
-	if strings.Join(names, " ") != "exec postgres fsfreeze" {
+	if strings.Join(names, " ") != "postgres exec fsfreeze" {
 		t.Errorf("agents %v", names)
 	}
 }

@@ -41,9 +41,12 @@ type Options struct {
 }
 
 // New builds the runner for opts. Agents freeze in this order, and thaw in
-// the reverse one: the hooks (in name order), exec, postgres, fsfreeze.
-// Applications flush first; the filesystems under them freeze last, since
-// a frozen filesystem would block the applications' own flushing.
+// the reverse one: postgres, the hooks (in name order), exec, fsfreeze.
+// PostgreSQL goes first because it holds nothing (the database keeps
+// running through its backup) and its checkpoints may take a while: the
+// agents that hold an application come after it, so they hold it only
+// briefly. The filesystems freeze last, since a frozen filesystem would
+// block the applications' own flushing.
 func New(opts Options) (*Runner, error) {
 	for _, a := range opts.Agents {
 		if a != AgentFsfreeze && a != AgentPostgres && a != AgentExec {
@@ -53,25 +56,25 @@ func New(opts Options) (*Runner, error) {
 	named := func(a string) bool { return slices.Contains(opts.Agents, a) }
 	e := env{group: opts.Group, bookmark: opts.Bookmark, disks: opts.Disks}
 	r := &Runner{Timeout: opts.Timeout, Group: opts.Group, Bookmark: opts.Bookmark, Disks: opts.Disks, Logf: opts.Logf}
-	if opts.HooksDir != "" {
-		hooks, skipped, err := hooksDir(opts.HooksDir, e)
-		if err != nil {
-			return nil, err
-		}
-		r.Agents, r.Skipped = hooks, skipped
-	}
-	if named(AgentExec) || opts.ExecFreeze != "" || opts.ExecThaw != "" {
-		if opts.ExecFreeze == "" && opts.ExecThaw == "" {
-			return nil, fmt.Errorf("%w: the exec agent needs a freeze or a thaw command", ErrOptions)
-		}
-		r.Agents = append(r.Agents, &execAgent{freeze: opts.ExecFreeze, thaw: opts.ExecThaw, env: e})
-	}
 	if named(AgentPostgres) || opts.PGDSN != "" {
 		label := "hindsight " + opts.Bookmark
 		if opts.Group != "" {
 			label = "hindsight " + opts.Group + "/" + opts.Bookmark
 		}
 		r.Agents = append(r.Agents, &postgres{dsn: opts.PGDSN, label: label})
+	}
+	if opts.HooksDir != "" {
+		hooks, skipped, err := hooksDir(opts.HooksDir, e)
+		if err != nil {
+			return nil, err
+		}
+		r.Agents, r.Skipped = append(r.Agents, hooks...), skipped
+	}
+	if named(AgentExec) || opts.ExecFreeze != "" || opts.ExecThaw != "" {
+		if opts.ExecFreeze == "" && opts.ExecThaw == "" {
+			return nil, fmt.Errorf("%w: the exec agent needs a freeze or a thaw command", ErrOptions)
+		}
+		r.Agents = append(r.Agents, &execAgent{freeze: opts.ExecFreeze, thaw: opts.ExecThaw, env: e})
 	}
 	if named(AgentFsfreeze) || len(opts.FreezePaths) > 0 {
 		if len(opts.FreezePaths) == 0 {

@@ -35,7 +35,12 @@ func (p *postgres) Name() string { return "postgres" }
 // tablespace map, if any) go into st.Files.
 func (p *postgres) Freeze(ctx context.Context, st *Step) error {
 	var log []string
-	logf := func(format string, args ...any) { log = append(log, fmt.Sprintf(format, args...)) }
+	last := time.Now()
+	logf := func(format string, args ...any) { // each line says how long its step took
+		now := time.Now()
+		log = append(log, fmt.Sprintf("%-10v ", now.Sub(last).Round(10*time.Microsecond))+fmt.Sprintf(format, args...))
+		last = now
+	}
 	defer func() { st.Output = strings.Join(log, "\n") }()
 
 	cfg, err := pgx.ParseConfig(p.dsn)
@@ -58,7 +63,7 @@ func (p *postgres) Freeze(ctx context.Context, st *Step) error {
 	if version < 100000 {
 		return fmt.Errorf("postgres: server version %d: 10 or newer needed", version)
 	}
-	logf("server_version_num %d", version)
+	logf("connected, server_version_num %d", version)
 
 	slot := "hindsight_" + randomHex(8)
 	var reserved string
@@ -71,6 +76,7 @@ func (p *postgres) Freeze(ctx context.Context, st *Step) error {
 	if _, err := p.conn.Exec(ctx, "CHECKPOINT"); err != nil {
 		return fmt.Errorf("postgres CHECKPOINT: %w", err)
 	}
+	logf("CHECKPOINT")
 	startSQL := "SELECT pg_backup_start($1, true)::text"
 	stopSQL := "SELECT lsn::text, labelfile, coalesce(spcmapfile, '') FROM pg_backup_stop(false)"
 	if version < 150000 {
