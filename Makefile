@@ -5,7 +5,7 @@ PKGS     := ./...
 # Debian packages the tests drive: FUSE, qemu-img/qemu-io/qemu-nbd, mkfs.ext4/e2fsck, sfdisk,
 # losetup/fsfreeze, sqlite3, nbdinfo/nbdcopy; mkfs.xfs, mkfs.btrfs, ntfs-3g/mkfs.ntfs, mkfs.vfat/mtools
 # for file-level recovery; postgresql (postgres, pgbench, pg_amcheck) for the quiesce agents.
-APT_PKGS := fuse3 qemu-utils e2fsprogs fdisk util-linux b3sum sqlite3 libnbd-bin xfsprogs btrfs-progs ntfs-3g dosfstools mtools postgresql
+APT_PKGS := fuse3 qemu-utils e2fsprogs fdisk util-linux b3sum sqlite3 libnbd-bin xfsprogs btrfs-progs ntfs-3g dosfstools mtools postgresql jq
 
 .PHONY: help build test deps lint bench soak demo clean ci
 
@@ -37,6 +37,7 @@ bench: deps build ## benchmarks; figures go into docs/PERFORMANCE.md
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./store/ ./fs/
 	bash scripts/bench-read.sh
 	bash scripts/bench-write.sh
+	bash scripts/bench-quiesce.sh
 
 soak: deps ## long runs (minutes, not in make test): the by-time tree over 10 million points, each ls timed
 	HINDSIGHT_BYTIME_POINTS=10000000 $(GO) test -count=1 -timeout 60m -run 'TestByTimeExact' -v ./fs/
