@@ -40,7 +40,9 @@
 // the FIFREEZE ioctl (what fsfreeze -f does): the filesystem is synced, its
 // journal left clean, and every write blocks until FITHAW. Freeze the
 // filesystems on the protected disks, never the one holding the repository:
-// the mark would block on it until the timeout.
+// the mark would block on it until the timeout. The kernel keeps a
+// filesystem frozen after the process that froze it dies, so a hindsight
+// killed with SIGKILL between freeze and thaw leaves it to `fsfreeze -u`.
 //
 // # PostgreSQL and the backup label
 //
