@@ -66,6 +66,9 @@ func (r *Repo) Mark(d Disk, bm Bookmark) (Bookmark, error) {
 	if err := r.db.Set(bookmarkKey(d.Timeline, bm.Name), v, pebble.Sync); err != nil {
 		return Bookmark{}, fmt.Errorf("store: bookmark %q: %w", bm.Name, err)
 	}
+	if last, ok := r.lastTimes[d.Timeline]; ok && at.After(last) {
+		r.lastTimes[d.Timeline] = at // the next point comes after the bookmark
+	}
 	return bm, r.publish()
 }
 

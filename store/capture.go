@@ -97,20 +97,31 @@ func (r *Repo) syncContent(b *pebble.Batch) error {
 	return nil
 }
 
-// lastTime is the newest point time of timeline tl (zero if none), cached.
+// lastTime is the newest time on timeline tl (zero if none), cached: of its
+// points and of its bookmarks. A new point must come after both, or a
+// bookmark's instant would show a point journaled after the bookmark.
 func (r *Repo) lastTime(tl uint32) (time.Time, error) {
 	if t, ok := r.lastTimes[tl]; ok {
 		return t, nil
 	}
+	var last time.Time
 	p, err := r.LastPoint(tl)
-	if errors.Is(err, ErrNoPoint) {
-		return time.Time{}, nil
+	if err == nil {
+		last = p.Time
+	} else if !errors.Is(err, ErrNoPoint) {
+		return time.Time{}, err
 	}
+	bms, err := r.Bookmarks(Disk{Timeline: tl})
 	if err != nil {
 		return time.Time{}, err
 	}
-	r.lastTimes[tl] = p.Time
-	return p.Time, nil
+	for _, bm := range bms {
+		if bm.Time.After(last) {
+			last = bm.Time
+		}
+	}
+	r.lastTimes[tl] = last
+	return last, nil
 }
 
 // versionCount is the disk's count of non-zero versions, cached.

@@ -141,3 +141,38 @@ func TestCloneCopyOnWrite(t *testing.T) {
 		t.Fatal("clone at an uncommitted position")
 	}
 }
+
+// A point journaled after a bookmark comes after the bookmark's instant, so
+// the bookmark keeps showing the point it named, also after a reopen.
+func TestPointsComeAfterBookmarks(t *testing.T) {
+	dir, r := newRepo(t)
+	d, _ := r.CreateDisk("d", 4*4096, 4096)
+	t0 := time.Now().Add(-time.Hour)
+	s, _ := r.Begin(d.Timeline, t0)
+	s.Put(d, 0, block(1))
+	p, err := s.Commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bm, err := r.AddBookmark(d, "b", t0.Add(30*time.Minute), KindUser)
+	if err != nil || bm.Seq != p.Seq {
+		t.Fatalf("bookmark: %+v %v", bm, err)
+	}
+	if _, err := r.Begin(d.Timeline, t0.Add(10*time.Minute)); !errors.Is(err, ErrTimeOrder) {
+		t.Fatalf("a point before a bookmark's instant was accepted: %v", err)
+	}
+	r.Close()
+	r, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Begin(d.Timeline, t0.Add(20*time.Minute)); !errors.Is(err, ErrTimeOrder) {
+		t.Fatalf("after a reopen, a point before a bookmark's instant was accepted: %v", err)
+	}
+	s, err = r.Begin(d.Timeline, t0.Add(40*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Abort()
+}

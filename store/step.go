@@ -47,7 +47,7 @@ func (r *Repo) Begin(tl uint32, at time.Time) (*Step, error) {
 	s.last = last
 	if !at.IsZero() && !s.last.IsZero() && !at.After(s.last) {
 		s.release()
-		return nil, fmt.Errorf("%w: %s is not after %s", ErrTimeOrder,
+		return nil, fmt.Errorf("%w: %s is not after %s (the newest point or bookmark)", ErrTimeOrder,
 			at.UTC().Format(time.RFC3339Nano), s.last.Format(time.RFC3339Nano))
 	}
 	return s, nil
