@@ -16,6 +16,13 @@
 //	ext2/3/4  ro,noload            XFS  ro,norecovery,nouuid
 //	Btrfs     ro,rescue=nologreplay NTFS ntfs-3g -o ro (FUSE)
 //
+// An ext3/ext4 whose journal holds transactions not yet written to their
+// place (any instant captured while it was mounted: its newest metadata is
+// only in the journal) is mounted instead from a disposable copy-on-write
+// clone (cow.go): a writable file served by the tap whose writes go to a
+// scratch file, attached read-write so that the kernel replays the journal
+// onto the clone, never onto the instant. Part.Method says "cow-clone".
+//
 // LUKS containers are reported as encrypted and never opened; FAT (no vfat
 // in this kernel) is reported with the mtools command that reads it; other
 // partitions are reported unknown. Close unmounts the filesystems, then the

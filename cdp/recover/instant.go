@@ -46,14 +46,15 @@ type Part struct {
 	// Mountpoint is where the disk's own /etc/fstab mounts it ("/", "/srv"),
 	// or "/" for the only filesystem of a disk without one.
 	Mountpoint string `json:"mountpoint,omitempty"`
-	Method     string `json:"method,omitempty"`  // MethodReadOnly or MethodFUSE
+	Method     string `json:"method,omitempty"`  // MethodReadOnly, MethodFUSE or MethodClone
 	Options    string `json:"options,omitempty"` // the mount options used
 	Loop       string `json:"loop,omitempty"`
 	Status     string `json:"status"`
 	Error      string `json:"error,omitempty"`
 
-	made  bool // Dir was created here
-	ready bool // mounted (for History: readable by the ext4 reader)
+	made  bool   // Dir was created here
+	ready bool   // mounted (for History: readable by the ext4 reader)
+	clone *clone // the disposable clone it is mounted from (MethodClone)
 }
 
 // Open mounts every filesystem of disk d at point p read-only under
@@ -114,7 +115,7 @@ func Open(ctx context.Context, src fs.Source, d store.Disk, p store.Point, opt O
 		part := &Part{Partition: tp, Name: partName(tp)}
 		part.Dir = filepath.Join(in.Dir, part.Name)
 		in.Parts = append(in.Parts, part)
-		mountPart(ctx, part, flat)
+		mountPart(ctx, part, flat, in.work)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -140,6 +141,12 @@ func (in *Instant) Close() error {
 				errs = append(errs, err)
 			}
 			p.ready = false
+		}
+		if p.clone != nil && !isMountPoint(p.Dir) {
+			if err := p.clone.release(); err != nil {
+				errs = append(errs, err)
+			}
+			p.clone = nil
 		}
 		if p.made {
 			if err := os.Remove(p.Dir); err != nil && !os.IsNotExist(err) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 
 	"github.com/hindsight-cdp/hindsight/fs/partition"
@@ -45,7 +46,7 @@ var kernelOptions = map[string]struct{ fstype, data string }{
 
 // mountPart mounts p (its bytes in the flat image file) read-only at p.Dir
 // and fills in Method, Options and Status, or Status and Error.
-func mountPart(ctx context.Context, p *Part, flat string) {
+func mountPart(ctx context.Context, p *Part, flat, work string) {
 	fs := p.FS
 	switch {
 	case fs.Type == "luks":
@@ -66,7 +67,11 @@ func mountPart(ctx context.Context, p *Part, flat string) {
 		return
 	}
 	p.made = true
-	dev, err := loopAttach(flat, p.Offset, p.Size)
+	if _, ok := kernelOptions[fs.Type]; ok && fs.NeedsRecovery {
+		mountClone(ctx, p, flat, work)
+		return
+	}
+	dev, err := loopAttach(flat, p.Offset, p.Size, false)
 	if err != nil {
 		p.Status, p.Error = StatusFailed, err.Error()
 		return
@@ -90,6 +95,37 @@ func mountPart(ctx context.Context, p *Part, flat string) {
 	if err != nil {
 		p.Status, p.Error = StatusFailed, strings.TrimSpace(err.Error())
 		unmount(p.Dir, 0) // in case a helper mounted and then failed
+		return
+	}
+	p.Status, p.ready = StatusMounted, true
+}
+
+// mountClone mounts p from a disposable copy-on-write clone on which the
+// kernel replays the filesystem's journal: an instant captured while the
+// filesystem was in use holds its newest metadata only in the journal, and
+// a never-replay mount would show the filesystem as it was before it.
+func mountClone(ctx context.Context, p *Part, flat, work string) {
+	cl, err := newClone(ctx, flat, p.Offset, p.Size, filepath.Join(work, "clone-"+p.Name))
+	if err != nil {
+		p.Status, p.Error = StatusFailed, fmt.Sprintf("copy-on-write clone: %v", err)
+		return
+	}
+	p.clone = cl
+	dev, err := loopAttach(cl.file(), 0, p.Size, true)
+	if err != nil {
+		p.Status, p.Error = StatusFailed, err.Error()
+		return
+	}
+	defer dev.Close()
+	p.Loop = dev.Name()
+	ko := kernelOptions[p.FS.Type]
+	data := ""
+	if ko.fstype == "xfs" {
+		data = "nouuid"
+	}
+	p.Method, p.Options = MethodClone, "ro (journal replayed on a disposable copy-on-write clone)"
+	if err := unix.Mount(dev.Name(), p.Dir, ko.fstype, mountFlags, data); err != nil {
+		p.Status, p.Error = StatusFailed, fmt.Sprintf("mount -t %s from a copy-on-write clone: %v (see dmesg)", ko.fstype, err)
 		return
 	}
 	p.Status, p.ready = StatusMounted, true

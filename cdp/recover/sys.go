@@ -18,8 +18,12 @@ import (
 // then the mount made from it) lets go, so a process that dies between
 // attach and mount leaves no device behind. The caller closes the returned
 // file once the device is mounted (or on failure).
-func loopAttach(file string, off, size int64) (*os.File, error) {
-	backing, err := os.Open(file)
+func loopAttach(file string, off, size int64, writable bool) (*os.File, error) {
+	flag, loFlags := os.O_RDONLY, uint32(unix.LO_FLAGS_READ_ONLY|unix.LO_FLAGS_AUTOCLEAR)
+	if writable {
+		flag, loFlags = os.O_RDWR, unix.LO_FLAGS_AUTOCLEAR
+	}
+	backing, err := os.OpenFile(file, flag, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -34,13 +38,13 @@ func loopAttach(file string, off, size int64) (*os.File, error) {
 		if err != nil {
 			return nil, fmt.Errorf("find a free loop device: %w", err)
 		}
-		dev, err := os.OpenFile(fmt.Sprintf("/dev/loop%d", n), os.O_RDONLY, 0)
+		dev, err := os.OpenFile(fmt.Sprintf("/dev/loop%d", n), flag, 0)
 		if err != nil {
 			return nil, err
 		}
 		cfg := unix.LoopConfig{Fd: uint32(backing.Fd())}
 		cfg.Info.Offset, cfg.Info.Sizelimit = uint64(off), uint64(size)
-		cfg.Info.Flags = unix.LO_FLAGS_READ_ONLY | unix.LO_FLAGS_AUTOCLEAR
+		cfg.Info.Flags = loFlags
 		err = unix.IoctlLoopConfigure(int(dev.Fd()), &cfg)
 		if err == nil {
 			return dev, nil

@@ -45,7 +45,10 @@ exist (no --overwrite), 1 an error; --json reports each path.`,
 						Point   store.Point      `json:"point"`
 						To      string           `json:"to"`
 						Results []rcv.PathResult `json:"results"`
-					}{in.Disk.Name, in.Point, c.String("to"), res})
+						// How each partition was mounted (method cow-clone: its
+						// journal was replayed on a disposable clone).
+						Partitions []*rcv.Part `json:"partitions"`
+					}{in.Disk.Name, in.Point, c.String("to"), res, in.Parts})
 					if perr != nil {
 						return perr
 					}

@@ -1,0 +1,165 @@
+package recover
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hindsight-cdp/hindsight/fs/fusesrv"
+	"github.com/hindsight-cdp/hindsight/fs/tap"
+)
+
+// MethodClone: the filesystem's log needed replaying, so the partition was
+// mounted from a disposable copy-on-write clone that took the replay; the
+// instant itself is never written.
+const MethodClone = "cow-clone"
+
+const sector = 512
+
+// cow is a disposable copy-on-write clone of size bytes of base from off:
+// reads come from base until a sector is written; writes go to a sparse
+// scratch file. It is served as a writable file by the tap, so that a
+// filesystem can replay its journal on it.
+type cow struct {
+	base    *os.File
+	off     int64
+	size    int64
+	scratch *os.File
+	mu      sync.RWMutex
+	written []uint64 // one bit per sector
+}
+
+func newCOW(flat string, off, size int64, scratch string) (*cow, error) {
+	base, err := os.Open(flat)
+	if err != nil {
+		return nil, err
+	}
+	s, err := os.OpenFile(scratch, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		base.Close()
+		return nil, err
+	}
+	return &cow{base: base, off: off, size: size, scratch: s, written: make([]uint64, (size/sector+63)/64)}, nil
+}
+
+func (c *cow) Size() int64 { return c.size }
+
+func (c *cow) isWritten(s int64) bool { return c.written[s/64]&(1<<(s%64)) != 0 }
+
+// ReadAt reads runs of sectors from the scratch file or the base.
+func (c *cow) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 || off%sector != 0 || len(p)%sector != 0 || off+int64(len(p)) > c.size {
+		return 0, fmt.Errorf("cow: read of %d at %d: %w", len(p), off, os.ErrInvalid)
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for i := int64(0); i < int64(len(p)); {
+		s := (off + i) / sector
+		w := c.isWritten(s)
+		j := i + sector
+		for j < int64(len(p)) && c.isWritten((off+j)/sector) == w {
+			j += sector
+		}
+		var err error
+		if w {
+			_, err = c.scratch.ReadAt(p[i:j], off+i)
+		} else {
+			_, err = c.base.ReadAt(p[i:j], c.off+off+i)
+		}
+		if err != nil {
+			return int(i), err
+		}
+		i = j
+	}
+	return len(p), nil
+}
+
+func (c *cow) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 || off%sector != 0 || len(p)%sector != 0 || off+int64(len(p)) > c.size {
+		return 0, fmt.Errorf("cow: write of %d at %d: %w", len(p), off, os.ErrInvalid)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, err := c.scratch.WriteAt(p, off); err != nil {
+		return 0, err
+	}
+	for s := off / sector; s < (off+int64(len(p)))/sector; s++ {
+		c.written[s/64] |= 1 << (s % 64)
+	}
+	return len(p), nil
+}
+
+func (c *cow) Zero(off, n int64) error {
+	_, err := c.WriteAt(make([]byte, n), off)
+	return err
+}
+
+// Flush has nothing to make durable: the clone is thrown away.
+func (c *cow) Flush() error { return nil }
+
+func (c *cow) close() error {
+	c.base.Close()
+	name := c.scratch.Name()
+	c.scratch.Close()
+	return os.Remove(name)
+}
+
+// clone is a partition's disposable clone and its mount, undone by release.
+type clone struct {
+	dev *cow
+	srv *fusesrv.Server
+	dir string
+}
+
+// newClone serves a copy-on-write clone of the partition (off, size) of the
+// flat image as dir/part.img.
+func newClone(ctx context.Context, flat string, off, size int64, dir string) (*clone, error) {
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return nil, err
+	}
+	dev, err := newCOW(flat, off, size, filepath.Join(dir, "scratch"))
+	if err != nil {
+		os.Remove(dir)
+		return nil, err
+	}
+	mnt := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		dev.close()
+		os.Remove(dir)
+		return nil, err
+	}
+	srv, err := tap.Mount(context.WithoutCancel(ctx), mnt, "part.img", dev, tap.Options{})
+	if err != nil {
+		dev.close()
+		os.Remove(mnt)
+		os.Remove(dir)
+		return nil, err
+	}
+	return &clone{dev: dev, srv: srv, dir: dir}, nil
+}
+
+func (c *clone) file() string { return filepath.Join(c.dir, "mnt", "part.img") }
+
+// release unmounts the clone (after the filesystem on it; the kernel lets
+// go of the loop device's file a moment later) and drops its scratch file.
+func (c *clone) release() error {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		err := c.srv.Unmount()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("unmount the clone: %w", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.srv.Wait()
+	err := c.dev.close()
+	os.Remove(filepath.Join(c.dir, "mnt"))
+	os.Remove(c.dir)
+	return err
+}
