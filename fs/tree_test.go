@@ -460,3 +460,33 @@ func direntInos(t *testing.T, dir string) map[string]uint64 {
 		}
 	}
 }
+
+// An application bookmark's directory shows its small files (backup_label)
+// and says in info.json that the instant is application-consistent.
+func TestBookmarkFiles(t *testing.T) {
+	src, f := newFixture()
+	src.mu.Lock()
+	d := src.mustDisk("vm1")
+	d.bookmarks = append(d.bookmarks, store.Bookmark{Name: "nightly", Disk: "vm1", Seq: f.p[2].Seq, Time: f.p[2].Time,
+		Kind: store.KindApplication, Files: map[string]string{"backup_label": "START WAL LOCATION: 0/2000028\n", "../x": "no"}})
+	src.mu.Unlock()
+	mnt := testMount(t, src, Options{Now: f.clock()})
+	dir := filepath.Join(mnt, "vm1", "bookmarks", "nightly")
+	got, err := os.ReadFile(filepath.Join(dir, "backup_label"))
+	if err != nil || string(got) != "START WAL LOCATION: 0/2000028\n" {
+		t.Fatalf("backup_label: %q %v", got, err)
+	}
+	if want := sorted("backup_label", "info.json", "vm1-flat.vmdk", "vm1.vhd", "vm1.vmdk", "vm1.vmx"); !slices.Equal(names(t, dir), want) {
+		t.Fatalf("bookmarks/nightly: %q, want %q", names(t, dir), want)
+	}
+	var in struct{ Consistency string }
+	raw, _ := os.ReadFile(filepath.Join(dir, "info.json"))
+	if err := json.Unmarshal(raw, &in); err != nil || in.Consistency != store.KindApplication {
+		t.Fatalf("info.json consistency %q %v", in.Consistency, err)
+	}
+	// The same instant by time is crash-consistent: only the bookmark says more.
+	raw, _ = os.ReadFile(filepath.Join(mnt, "vm1", timespec.Format(f.p[2].Time), "info.json"))
+	if err := json.Unmarshal(raw, &in); err != nil || in.Consistency != store.KindCrash {
+		t.Fatalf("instant info.json consistency %q %v", in.Consistency, err)
+	}
+}

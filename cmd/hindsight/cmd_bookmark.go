@@ -25,10 +25,11 @@ func cmdBookmark() *cli.Command {
 always listed. --at must lie within the history. A group's bookmark names all its disks
 at one journal position. Works beside a running 'protect' or 'serve-nbd', which records it.
 
---consistency application quiesces first (the VCB pre-freeze/post-thaw convention):
-the hooks in --hooks DIR run in name order with HINDSIGHT_PHASE=freeze, then the built-in
-agents freeze (exec, postgres, fsfreeze), the bookmark is placed at the newest durable
-write, and everything frozen is thawed in reverse order, always: on a failed or hung
+--consistency application quiesces first (the VCB pre-freeze/post-thaw convention). In
+order: the postgres agent (a non-exclusive backup: it blocks nothing), the hooks in
+--hooks DIR in name order (HINDSIGHT_PHASE=freeze), the exec agent, fsfreeze; then the
+bookmark is placed at the newest durable write, and everything frozen is thawed in
+reverse order, always: on a failed or hung
 freeze (killed at --timeout), on Ctrl-C or SIGTERM. A failed freeze refuses the
 bookmark (exit 1); the report (hooks' output, times, PostgreSQL's backup_label) is kept
 with the bookmark, shown in its info.json, and printed with --json.
