@@ -53,7 +53,9 @@ type FS struct {
 	incompat64 bool
 }
 
-// Open reads the superblock of the filesystem in r.
+// Open reads the superblock of the filesystem in r. If r has a Size method
+// (io.SectionReader, bytes.Reader), no block past that size is read or
+// returned, whatever the superblock says.
 func Open(r io.ReaderAt) (*FS, error) {
 	sb := make([]byte, 1024)
 	if _, err := r.ReadAt(sb, 1024); err != nil && err != io.EOF {
@@ -82,6 +84,9 @@ func Open(r io.ReaderAt) (*FS, error) {
 		f.descSize = int64(le.Uint16(sb[0xfe:]))
 	}
 	f.descTable = uint64(le.Uint32(sb[0x14:])) + 1
+	if s, ok := r.(interface{ Size() int64 }); ok && s.Size() >= 0 {
+		f.blocks = min(f.blocks, uint64(s.Size()/f.BlockSize))
+	}
 	if f.perGroup == 0 || f.inodeSize < 128 || f.inodeSize > f.BlockSize || f.descSize < 32 || f.descSize > 1024 || f.blocks == 0 {
 		return nil, fmt.Errorf("%w: superblock geometry", ErrCorrupt)
 	}
@@ -177,20 +182,36 @@ func (f *FS) Map(in *Inode) (data []Extent, meta []uint64, err error) {
 		return nil, nil, nil
 	}
 	if in.Flags&flagExtents != 0 {
-		err = f.extents(in.block[:], 0, &data, &meta)
+		w := &extentWalk{f: f, seen: map[uint64]bool{}, data: &data, meta: &meta}
+		err = w.node(in.block[:], 0, -1)
 	} else {
 		err = f.blockMap(in, &data, &meta)
 	}
 	return data, meta, err
 }
 
-func (f *FS) extents(node []byte, level int, data *[]Extent, meta *[]uint64) error {
+// extentWalk reads an extent tree. Each tree block is read once, and
+// together the extents map no more blocks than the filesystem has: a
+// corrupt tree that points back at its own blocks is an error, not a walk
+// without end.
+type extentWalk struct {
+	f      *FS
+	seen   map[uint64]bool // tree blocks read
+	mapped uint64          // blocks in data
+	data   *[]Extent
+	meta   *[]uint64
+}
+
+// node reads one node at level (0: the root in the inode), whose depth
+// must be want (-1 for the root: any).
+func (w *extentWalk) node(node []byte, level, want int) error {
+	f, data, meta := w.f, w.data, w.meta
 	le := binary.LittleEndian
 	if len(node) < 12 || le.Uint16(node) != 0xf30a {
 		return fmt.Errorf("%w: extent header", ErrCorrupt)
 	}
 	n, depth := int(le.Uint16(node[2:])), int(le.Uint16(node[6:]))
-	if level > maxDepth || depth > maxDepth || 12+12*n > len(node) {
+	if level > maxDepth || depth > maxDepth || 12+12*n > len(node) || (want >= 0 && depth != want) {
 		return fmt.Errorf("%w: extent node of %d entries, depth %d", ErrCorrupt, n, depth)
 	}
 	for i := 0; i < n; i++ {
@@ -202,19 +223,23 @@ func (f *FS) extents(node []byte, level int, data *[]Extent, meta *[]uint64) err
 				l -= 32768
 			}
 			start := uint64(le.Uint16(e[6:]))<<32 | uint64(le.Uint32(e[8:]))
-			if start+l > f.blocks || len(*data) > maxBlocks {
+			if w.mapped += l; start+l > f.blocks || w.mapped > f.blocks || len(*data) > maxBlocks {
 				return fmt.Errorf("%w: extent %d+%d", ErrCorrupt, start, l)
 			}
 			*data = append(*data, Extent{Logical: uint64(le.Uint32(e)), Physical: start, Len: l, Unwritten: unwritten})
 			continue
 		}
 		child := uint64(le.Uint16(e[8:]))<<32 | uint64(le.Uint32(e[4:]))
+		if w.seen[child] {
+			return fmt.Errorf("%w: extent tree block %d used twice", ErrCorrupt, child)
+		}
+		w.seen[child] = true
 		*meta = append(*meta, child)
 		buf := make([]byte, f.BlockSize)
 		if err := f.readBlock(child, buf); err != nil {
 			return err
 		}
-		if err := f.extents(buf, level+1, data, meta); err != nil {
+		if err := w.node(buf, level+1, depth-1); err != nil {
 			return err
 		}
 	}
@@ -228,13 +253,23 @@ func (f *FS) blockMap(in *Inode, data *[]Extent, meta *[]uint64) error {
 	if need > maxBlocks {
 		return fmt.Errorf("%w: a file of %d blocks", ErrUnsupported, need)
 	}
-	var logical uint64
-	add := func(b uint64) {
+	var logical, mapped uint64
+	add := func(b uint64) error {
 		if b != 0 && logical < need {
-			*data = append(*data, Extent{Logical: logical, Physical: b, Len: 1})
+			if b >= f.blocks || mapped >= f.blocks {
+				return fmt.Errorf("%w: block %d of inode %d", ErrCorrupt, b, in.Ino)
+			}
+			mapped++
+			if n := len(*data); n > 0 && (*data)[n-1].Physical+(*data)[n-1].Len == b && (*data)[n-1].Logical+(*data)[n-1].Len == logical {
+				(*data)[n-1].Len++
+			} else {
+				*data = append(*data, Extent{Logical: logical, Physical: b, Len: 1})
+			}
 		}
 		logical++
+		return nil
 	}
+	seen := map[uint64]bool{} // indirect blocks: each is read once
 	var walk func(b uint64, level int) error
 	walk = func(b uint64, level int) error {
 		per := uint64(f.BlockSize / 4)
@@ -247,9 +282,12 @@ func (f *FS) blockMap(in *Inode, data *[]Extent, meta *[]uint64) error {
 			return nil
 		}
 		if level == 0 {
-			add(b)
-			return nil
+			return add(b)
 		}
+		if seen[b] {
+			return fmt.Errorf("%w: indirect block %d of inode %d used twice", ErrCorrupt, b, in.Ino)
+		}
+		seen[b] = true
 		*meta = append(*meta, b)
 		buf := make([]byte, f.BlockSize)
 		if err := f.readBlock(b, buf); err != nil {
@@ -312,6 +350,9 @@ func (f *FS) Lookup(dir *Inode, name string) (uint32, error) {
 	}
 	if dir.Size > 64<<20 {
 		return 0, fmt.Errorf("%w: a directory of %d bytes", ErrUnsupported, dir.Size)
+	}
+	if uint64(dir.Size) > f.blocks*uint64(f.BlockSize) { // directories have no holes
+		return 0, fmt.Errorf("%w: a directory of %d bytes", ErrCorrupt, dir.Size)
 	}
 	b, err := f.ReadFile(dir, 64<<20)
 	if err != nil {
