@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -85,8 +86,127 @@ func (r *Repo) DeleteDisk(name string) error {
 	}
 	b := r.db.NewBatch()
 	defer b.Close()
+	if err := r.deleteDisk(b, d); err != nil {
+		return err
+	}
+	for _, p := range [][]byte{pointPrefix(d.Timeline), bookmarkPrefix(d.Timeline)} {
+		b.DeleteRange(p, prefixEnd(p), nil)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("store: delete disk %q: %w", name, err)
+	}
+	delete(r.lastTimes, d.Timeline)
+	return r.publish()
+}
+
+// CloneGroup clones bases (all at journal position seq) as the disks names
+// of a new group: copy-on-write as CloneDisk, but on one timeline, so that
+// writes to the clones (a VM booted from a group's instant) keep their order
+// across disks. The group has a first point (no blocks) at its creation.
+func (r *Repo) CloneGroup(group string, names []string, bases []Disk, seq uint64) (Group, []Disk, error) {
+	if len(names) != len(bases) || len(names) == 0 {
+		return Group{}, nil, fmt.Errorf("store: clone group %q: %d names for %d disks", group, len(names), len(bases))
+	}
+	for _, n := range append([]string{group}, names...) {
+		if err := ValidName("disk", n); err != nil {
+			return Group{}, nil, err
+		}
+	}
+	if seq == 0 || seq > r.head.Load() {
+		return Group{}, nil, fmt.Errorf("store: clone group %q at position %d: not a committed position (head %d)", group, seq, r.head.Load())
+	}
+	s, err := r.Begin(0, time.Time{})
+	if err != nil {
+		return Group{}, nil, err
+	}
+	next, err := r.getU64(metaNextDisk)
+	if err != nil {
+		s.Abort()
+		return Group{}, nil, err
+	}
+	now := time.Now().UTC()
+	g := Group{ID: uint32(next) + 1, Name: group, Created: now}
+	var disks []Disk
+	seen := map[string]bool{}
+	for i, n := range append([]string{group}, names...) {
+		if err := r.nameFree(n); err != nil || seen[n] {
+			s.Abort()
+			return Group{}, nil, cmp.Or(err, fmt.Errorf("%w: %q given twice", ErrDiskExists, n))
+		}
+		seen[n] = true
+		if i == 0 {
+			continue
+		}
+		base := bases[i-1]
+		d := Disk{ID: g.ID + uint32(i), Name: n, Size: base.Size, BlockSize: base.BlockSize, Created: now,
+			Timeline: g.ID, Group: group, Base: &Base{Disk: base.Name, ID: base.ID, Seq: seq}}
+		v, _ := json.Marshal(d)
+		s.b.Set(diskKey(n), v, nil)
+		disks = append(disks, d)
+		g.Disks = append(g.Disks, n)
+	}
+	v, _ := json.Marshal(g)
+	s.b.Set(groupKey(group), v, nil)
+	s.b.Set(metaNextDisk, be64(nil, uint64(g.ID)+uint64(len(names))), nil)
+	s.tl = g.ID // a new timeline: s.last stays zero
+	if _, err := s.Commit(); err != nil {
+		return Group{}, nil, fmt.Errorf("store: clone group %q: %w", group, err)
+	}
+	return g, disks, nil
+}
+
+// DeleteGroup removes a group and its disks with their history (see
+// DeleteDisk), refusing if any of them is a clone's base outside the group.
+func (r *Repo) DeleteGroup(name string) error {
+	if err := r.writable(); err != nil {
+		return err
+	}
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	g, err := r.Group(name)
+	if err != nil {
+		return err
+	}
+	all, err := r.Disks()
+	if err != nil {
+		return err
+	}
+	members := map[uint32]Disk{}
+	for _, d := range all {
+		if d.Group == name {
+			members[d.ID] = d
+		}
+	}
+	for _, o := range all {
+		if _, in := members[o.ID]; !in && o.Base != nil {
+			if _, used := members[o.Base.ID]; used {
+				return fmt.Errorf("%w: disk %q of group %q is the base of clone %q (delete the clone first)", ErrInUse, o.Base.Disk, name, o.Name)
+			}
+		}
+	}
+	b := r.db.NewBatch()
+	defer b.Close()
+	for _, d := range members {
+		if err := r.deleteDisk(b, d); err != nil {
+			return err
+		}
+	}
+	for _, p := range [][]byte{pointPrefix(g.ID), bookmarkPrefix(g.ID)} {
+		b.DeleteRange(p, prefixEnd(p), nil)
+	}
+	b.Delete(groupKey(name), nil)
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("store: delete group %q: %w", name, err)
+	}
+	delete(r.lastTimes, g.ID)
+	return r.publish()
+}
+
+// deleteDisk adds to b the removal of d's versions, journal records, count
+// and record (its timeline's points and bookmarks are the caller's).
+func (r *Repo) deleteDisk(b *pebble.Batch, d Disk) error {
 	// The journal is keyed by time; the disk's versions say which of its keys are the disk's.
-	err = r.scan(versionPrefix(d.ID), func(k, _ []byte) error {
+	err := r.scan(versionPrefix(d.ID), func(k, _ []byte) error {
 		_, block, seq, ok := versionBlock(k)
 		if !ok {
 			return fmt.Errorf("store: version key %x: %w", k, ErrCorrupt)
@@ -97,15 +217,10 @@ func (r *Repo) DeleteDisk(name string) error {
 	if err != nil {
 		return err
 	}
-	for _, p := range [][]byte{versionPrefix(d.ID), pointPrefix(d.Timeline), bookmarkPrefix(d.Timeline)} {
-		b.DeleteRange(p, prefixEnd(p), nil)
-	}
+	p := versionPrefix(d.ID)
+	b.DeleteRange(p, prefixEnd(p), nil)
 	b.Delete(diskVersionsKey(d.ID), nil)
-	b.Delete(diskKey(name), nil)
-	if err := b.Commit(pebble.Sync); err != nil {
-		return fmt.Errorf("store: delete disk %q: %w", name, err)
-	}
-	delete(r.lastTimes, d.Timeline)
+	b.Delete(diskKey(d.Name), nil)
 	delete(r.versions, d.ID)
-	return r.publish()
+	return nil
 }

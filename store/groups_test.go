@@ -176,3 +176,65 @@ func TestPointsComeAfterBookmarks(t *testing.T) {
 	}
 	s.Abort()
 }
+
+func TestCloneGroupOneTimeline(t *testing.T) {
+	_, r := newRepo(t)
+	a, _ := r.CreateDisk("a", 4*4096, 4096)
+	b, _ := r.CreateDisk("b", 8*4096, 4096)
+	g, _ := r.CreateGroup("vm", []string{"a", "b"})
+	a, b = mustDisk(t, r, "a"), mustDisk(t, r, "b")
+	p, err := r.Capture(g.ID, []BlockWrite{{Disk: a, Block: 0, Data: block(1)}, {Disk: b, Block: 7, Data: block(2)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := r.CloneGroup("vm-i", []string{"vm-i-a", "a"}, []Disk{a, b}, p.Seq); !errors.Is(err, ErrDiskExists) {
+		t.Fatalf("a clone named like a disk: %v", err)
+	}
+	cg, clones, err := r.CloneGroup("vm-i", []string{"vm-i-a", "vm-i-b"}, []Disk{a, b}, p.Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range clones {
+		base := []Disk{a, b}[i]
+		if c.Timeline != cg.ID || c.Group != "vm-i" || !bytes.Equal(readAll(t, r, c, r.Head()), readAll(t, r, base, p.Seq)) {
+			t.Fatalf("clone %s: %+v", c.Name, c)
+		}
+	}
+	w1, _ := r.Capture(cg.ID, []BlockWrite{{Disk: clones[0], Block: 1, Data: block(3)}})
+	w2, _ := r.Capture(cg.ID, []BlockWrite{{Disk: clones[1], Block: 1, Data: block(4)}})
+	if pts, _ := r.Points(cg.ID, time.Time{}, time.Now(), 0); len(pts) != 3 || pts[1].Seq != w1.Seq || pts[2].Seq != w2.Seq {
+		t.Fatalf("clone group points: %+v", pts)
+	}
+	if err := r.DeleteDisk("vm-i-a"); !errors.Is(err, ErrInUse) {
+		t.Fatalf("deleted one disk of a clone group: %v", err)
+	}
+	if err := r.DeleteGroup("vm-i"); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"vm-i-a", "vm-i-b"} {
+		if _, err := r.Disk(n); !errors.Is(err, ErrUnknownDisk) {
+			t.Fatalf("%s after DeleteGroup: %v", n, err)
+		}
+	}
+	if _, err := r.Group("vm-i"); !errors.Is(err, ErrUnknownGroup) {
+		t.Fatalf("group after DeleteGroup: %v", err)
+	}
+	if !bytes.Equal(readAll(t, r, a, r.Head()), readAll(t, r, a, p.Seq)) {
+		t.Fatal("the clones' writes or deletion changed their base")
+	}
+	if _, err := r.CloneDisk("c", a, p.Seq); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.DeleteGroup("vm"); !errors.Is(err, ErrInUse) {
+		t.Fatalf("deleted a group whose disk is a clone's base: %v", err)
+	}
+}
+
+func mustDisk(t *testing.T, r *Repo, name string) Disk {
+	t.Helper()
+	d, err := r.Disk(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}

@@ -114,10 +114,14 @@ func (c *Client) ServeInstant(ctx context.Context, r *store.Repo, in Instant, op
 	if err := c.probe(ctx, ds, opt.NFS.Dir, opt.Name); err != nil {
 		return err
 	}
+	clones, err := t.clone(in.Disks, opt.Name)
+	if err != nil {
+		return err
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	var files []diskFile
-	for _, d := range in.Disks {
-		f, err := t.serveDisk(gctx, g, d, opt)
+	for i, d := range in.Disks {
+		f, err := t.serveDisk(gctx, g, d, clones[i], opt)
 		if err != nil {
 			return err
 		}
@@ -161,21 +165,56 @@ func (c *Client) ServeInstant(ctx context.Context, r *store.Repo, in Instant, op
 	return t.run(context.WithoutCancel(ctx), werr)
 }
 
-// serveDisk clones d and serves the clone through a tap; the device's sync
-// loop and the mount's lifetime run in g.
-func (t *teardown) serveDisk(ctx context.Context, g *errgroup.Group, d Disk, opt InstantOptions) (diskFile, error) {
-	name := opt.Name + "-" + d.Name
-	clone, err := t.r.CloneDisk(name, d.Store, t.st.Seq)
-	if err != nil {
-		return diskFile{}, fmt.Errorf("clone %s at position %d: %w", d.Name, t.st.Seq, err)
+// clone makes a copy-on-write clone of each disk at the instant, named
+// <vm>-<disk>: several go into one group, <vm>-clones, so that the VM's
+// writes keep their order across its disks. The state records them as they
+// are made, so that a failure later drops them.
+func (t *teardown) clone(disks []Disk, vm string) ([]store.Disk, error) {
+	names := make([]string, len(disks))
+	bases := make([]store.Disk, len(disks))
+	for i, d := range disks {
+		names[i], bases[i] = vm+"-"+d.Name, d.Store
 	}
-	idisk := instantDisk{Name: d.Name, Clone: name, Controller: d.Controller}
-	t.st.Disks = append(t.st.Disks, idisk)
+	record := func() {
+		for i, d := range disks {
+			t.st.Disks = append(t.st.Disks, instantDisk{Name: d.Name, Clone: names[i], Controller: d.Controller})
+		}
+	}
+	if len(disks) > 1 {
+		group := vm + "-clones"
+		_, clones, err := t.r.CloneGroup(group, names, bases, t.st.Seq)
+		if err != nil {
+			return nil, fmt.Errorf("clone the disks at position %d: %w", t.st.Seq, err)
+		}
+		t.st.CloneGroup = group
+		record()
+		return clones, nil
+	}
+	var clones []store.Disk
+	for i := range disks {
+		c, err := t.r.CloneDisk(names[i], bases[i], t.st.Seq)
+		if err != nil {
+			return nil, fmt.Errorf("clone %s at position %d: %w", disks[i].Name, t.st.Seq, err)
+		}
+		clones = append(clones, c)
+	}
+	record()
+	return clones, nil
+}
+
+// serveDisk serves d's clone through a tap; the device's sync loop and the
+// mount's lifetime run in g.
+func (t *teardown) serveDisk(ctx context.Context, g *errgroup.Group, d Disk, clone store.Disk, opt InstantOptions) (diskFile, error) {
+	name := clone.Name
 	mnt := filepath.Join(t.st.Dir, d.Name)
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		return diskFile{}, fmt.Errorf("vsphere: %w", err)
 	}
-	t.st.Disks[len(t.st.Disks)-1].Mount = mnt
+	for i := range t.st.Disks {
+		if t.st.Disks[i].Clone == name {
+			t.st.Disks[i].Mount = mnt
+		}
+	}
 	meta := fs.ImageMeta(clone, store.Point{Seq: t.st.Seq, Time: t.st.Time})
 	meta.Name, meta.Adapter = d.Name, d.Meta.Adapter
 	if err := meta.Validate(); err != nil {

@@ -28,8 +28,11 @@ type instantState struct {
 	Created   bool          `json:"created_datastore"` // Hindsight mounted the datastore
 	Dir       string        `json:"dir"`               // the VM's local folder, inside the NFS folder
 	Disks     []instantDisk `json:"disks"`
-	Hardware  Hardware      `json:"hardware"`
-	Started   time.Time     `json:"started"`
+	// CloneGroup names the group holding the clones when there are several,
+	// so that their writes share one timeline.
+	CloneGroup string    `json:"clone_group,omitempty"`
+	Hardware   Hardware  `json:"hardware"`
+	Started    time.Time `json:"started"`
 	// Set by instant-end or migrate before they signal the process.
 	Keep     bool `json:"keep,omitempty"`
 	Migrated bool `json:"migrated,omitempty"`
@@ -168,4 +171,26 @@ func EndInstant(ctx context.Context, c *Client, repo, vm string, keep bool, open
 	t := &teardown{c: c, r: r, repo: repo, st: st}
 	err = t.run(ctx, nil)
 	return t.res, err
+}
+
+// dropClones deletes the instant's clones (their group, when they have one)
+// and returns their names.
+func dropClones(r *store.Repo, st *instantState) ([]string, error) {
+	var gone []string
+	if st.CloneGroup != "" {
+		if err := r.DeleteGroup(st.CloneGroup); err != nil && !errors.Is(err, store.ErrUnknownGroup) {
+			return nil, err
+		}
+		for _, d := range st.Disks {
+			gone = append(gone, d.Clone)
+		}
+		return gone, nil
+	}
+	for _, d := range st.Disks {
+		if err := r.DeleteDisk(d.Clone); err != nil && !errors.Is(err, store.ErrUnknownDisk) {
+			return gone, err
+		}
+		gone = append(gone, d.Clone)
+	}
+	return gone, nil
 }

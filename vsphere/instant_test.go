@@ -157,3 +157,81 @@ func digest(t *testing.T, im *store.Image, d store.Disk) string {
 	}
 	return string(h.Sum(nil))
 }
+
+// A group's instant clones all its disks into one clone group, so the VM's
+// writes keep their order across disks; the end drops the group.
+func TestInstantGroupClones(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for FUSE")
+	}
+	ctx := context.Background()
+	s := newSim(t, nil)
+	c := s.connect(t)
+	dir := filepath.Join(t.TempDir(), "hindsight-nfs")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	repoDir := filepath.Join(t.TempDir(), "repo")
+	if err := store.Init(repoDir); err != nil {
+		t.Fatal(err)
+	}
+	r, err := store.Open(repoDir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	r.CreateDisk("os", 16<<20, 4096)
+	r.CreateDisk("data", 16<<20, 4096)
+	g, err := r.CreateGroup("db", []string{"os", "data"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	os1, _ := r.Disk("os")
+	blk := make([]byte, 4096)
+	blk[0] = 1
+	if _, err := r.Capture(g.ID, []store.BlockWrite{{Disk: os1, Block: 3, Data: blk}}); err != nil {
+		t.Fatal(err)
+	}
+	in, err := ResolveInstant(r, "db", "latest", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.SetControllers("pvscsi", nil)
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	readyc := make(chan InstantReady, 1)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- c.ServeInstant(sctx, r, in, InstantOptions{
+			Name: "db-i", Place: Placement{Pool: "/DC0/host/DC0_C0/Resources"}, Hardware: Hardware{MemoryMB: 256, CPUs: 1},
+			NFS:   NFS{Datastore: "hindsight-nfs", Dir: dir, RemoteHost: "127.0.0.1", RemotePath: "/srv/hindsight-nfs", LocalPath: dir},
+			Ready: func(r InstantReady) { readyc <- r },
+		})
+	}()
+	select {
+	case <-readyc:
+	case err := <-errc:
+		t.Fatal(err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("no VM after 30 s")
+	}
+	cg, err := r.Group("db-i-clones")
+	if err != nil || len(cg.Disks) != 2 {
+		t.Fatalf("clone group: %+v %v", cg, err)
+	}
+	for _, n := range cg.Disks {
+		if d, err := r.Disk(n); err != nil || d.Timeline != cg.ID || d.Base == nil || d.Base.Seq != in.Seq {
+			t.Fatalf("clone %s: %+v %v", n, d, err)
+		}
+	}
+	stop()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Group("db-i-clones"); err == nil {
+		t.Fatal("the clone group outlived the instant")
+	}
+	if ds, _ := r.Disks(); len(ds) != 2 {
+		t.Fatalf("disks after the end: %+v", ds)
+	}
+}

@@ -90,10 +90,8 @@ func (c *Client) Migrate(ctx context.Context, repo string, open func() (*store.R
 		return res, fmt.Errorf("migrate %s (its clones are kept: %s): %w", opt.VM, cloneNames(st), err)
 	}
 	if !opt.Keep {
-		for _, d := range st.Disks {
-			if err := r.DeleteDisk(d.Clone); err != nil {
-				return res, fmt.Errorf("migrated %s, but dropping clone %s failed: %w", opt.VM, d.Clone, err)
-			}
+		if _, err := dropClones(r, st); err != nil {
+			return res, fmt.Errorf("migrated %s, but dropping its clones (%s) failed: %w", opt.VM, cloneNames(st), err)
 		}
 	}
 	return res, nil

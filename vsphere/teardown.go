@@ -51,16 +51,14 @@ func (t *teardown) run(ctx context.Context, cause error) error {
 		}
 	}
 	errs = append(errs, removeLocal(st))
-	for _, d := range st.Disks {
-		if st.Keep {
+	if st.Keep {
+		for _, d := range st.Disks {
 			t.res.ClonesKept = append(t.res.ClonesKept, d.Clone)
-			continue
 		}
-		if err := t.r.DeleteDisk(d.Clone); err != nil && !errors.Is(err, store.ErrUnknownDisk) {
-			errs = append(errs, err)
-			continue
-		}
-		t.res.ClonesGone = append(t.res.ClonesGone, d.Clone)
+	} else {
+		gone, err := dropClones(t.r, st)
+		t.res.ClonesGone = gone
+		errs = append(errs, err)
 	}
 	if st.Created && t.c != nil {
 		removed, err := t.c.unmountNAS(ctx, st.Datastore)
