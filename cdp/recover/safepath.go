@@ -36,6 +36,12 @@ func resolveIn(root, p string) (string, error) {
 		return "", &os.PathError{Op: "open", Path: root, Err: err}
 	}
 	defer unix.Close(rfd)
+	// The root as the kernel names it: root may be relative, or go through
+	// a symlink, and the check below compares kernel names.
+	realRoot, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", rfd))
+	if err != nil {
+		return "", err
+	}
 	fd, err := unix.Openat2(rfd, "."+dir, &unix.OpenHow{
 		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
@@ -51,10 +57,14 @@ func resolveIn(root, p string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if real != root && !strings.HasPrefix(real, root+"/") {
+	rel, ok := strings.CutPrefix(real, realRoot)
+	if realRoot == "/" {
+		rel, ok = real, true
+	}
+	if !ok || (rel != "" && !strings.HasPrefix(rel, "/")) {
 		return "", fmt.Errorf("%w: %s → %s", ErrEscape, clean, real)
 	}
-	full := filepath.Join(real, base)
+	full := filepath.Join(root, rel, base)
 	if _, err := os.Lstat(full); err != nil {
 		return "", err
 	}
