@@ -36,7 +36,7 @@ func parseFstab(b []byte) []fstabEntry {
 func unescapeFstab(s string) string {
 	return regexp.MustCompile(`\\[0-7]{3}`).ReplaceAllStringFunc(s, func(e string) string {
 		n, _ := strconv.ParseUint(e[1:], 8, 8)
-		return string(rune(n))
+		return string([]byte{byte(n)}) // a byte: \303\251 is "é"
 	})
 }
 
