@@ -56,6 +56,9 @@ func (p *Part) matches(spec string) bool {
 			}
 		}
 	}
+	if len(val) >= 2 && (val[0] == '"' || val[0] == '\'') && val[len(val)-1] == val[0] {
+		val = val[1 : len(val)-1] // UUID="…", as libmount and systemd read it
+	}
 	switch key {
 	case "UUID":
 		return eq(p.FS.UUID, val)
