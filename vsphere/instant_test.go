@@ -15,25 +15,8 @@ import (
 // its clone at once; writes into the clone leave the instant alone; the end
 // leaves the folder and the journal as they were.
 func TestInstant(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for FUSE")
-	}
 	ctx := context.Background()
-	s := newSim(t, nil)
-	c := s.connect(t)
-	dir := filepath.Join(t.TempDir(), "hindsight-nfs")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	repoDir := filepath.Join(t.TempDir(), "repo")
-	if err := store.Init(repoDir); err != nil {
-		t.Fatal(err)
-	}
-	r, err := store.Open(repoDir, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	c, dir, repoDir, r := instantFixture(t)
 	d, err := r.CreateDisk("web", 2<<30, 4096)
 	if err != nil {
 		t.Fatal(err)
@@ -143,6 +126,30 @@ func TestInstant(t *testing.T) {
 	}
 }
 
+// instantFixture is a simulator's client, the local folder its NFS
+// datastore shows, and a repository open for writing (closed at cleanup).
+func instantFixture(t *testing.T) (c *Client, nfsDir, repoDir string, r *store.Repo) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for FUSE")
+	}
+	c = newSim(t, nil).connect(t)
+	nfsDir = filepath.Join(t.TempDir(), "hindsight-nfs")
+	if err := os.Mkdir(nfsDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	repoDir = filepath.Join(t.TempDir(), "repo")
+	if err := store.Init(repoDir); err != nil {
+		t.Fatal(err)
+	}
+	r, err := store.Open(repoDir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return c, nfsDir, repoDir, r
+}
+
 // digest is the BLAKE3 of an image's block hashes: its identity, without
 // reading 2 GiB of zeros.
 func digest(t *testing.T, im *store.Image, d store.Disk) string {
@@ -161,25 +168,8 @@ func digest(t *testing.T, im *store.Image, d store.Disk) string {
 // A group's instant clones all its disks into one clone group, so the VM's
 // writes keep their order across disks; the end drops the group.
 func TestInstantGroupClones(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for FUSE")
-	}
 	ctx := context.Background()
-	s := newSim(t, nil)
-	c := s.connect(t)
-	dir := filepath.Join(t.TempDir(), "hindsight-nfs")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	repoDir := filepath.Join(t.TempDir(), "repo")
-	if err := store.Init(repoDir); err != nil {
-		t.Fatal(err)
-	}
-	r, err := store.Open(repoDir, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	c, dir, _, r := instantFixture(t)
 	r.CreateDisk("os", 16<<20, 4096)
 	r.CreateDisk("data", 16<<20, 4096)
 	g, err := r.CreateGroup("db", []string{"os", "data"})
