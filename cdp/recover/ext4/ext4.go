@@ -364,6 +364,9 @@ func (f *FS) Lookup(dir *Inode, name string) (uint32, error) {
 	}
 	for off := 0; off+8 <= len(b); {
 		ino, recLen, nameLen := le.Uint32(b[off:]), int(le.Uint16(b[off+4:])), int(b[off+6])
+		if f.BlockSize == 65536 && (recLen == 65535 || recLen == 0) {
+			recLen = 65536 // a whole block, as it does not fit 16 bits
+		}
 		if recLen < 8 || off+recLen > len(b) {
 			return 0, fmt.Errorf("%w: directory entry at %d of inode %d", ErrCorrupt, off, dir.Ino)
 		}

@@ -224,3 +224,56 @@ func exitCode(err error) int {
 }
 
 func atoi64(s string) int64 { return int64(atou(s)) }
+
+// With 64 KiB blocks, a directory entry that spans a whole block has
+// rec_len 65536, which is stored as 65535 (e2fsprogs) or 0 (the kernel).
+func TestBigBlockDirectory(t *testing.T) {
+	src := t.TempDir()
+	name := func(i int) string { return fmt.Sprintf("%0250d", i) }
+	for i := 100; i < 800; i++ { // three blocks of 250-byte names
+		write(t, filepath.Join(src, "d", name(i)), "")
+	}
+	img := mkfs(t, src, 64, "-b", "65536", "-O", "^has_journal,^metadata_csum") // no dirent tail
+	// Empty the middle block: its first entry then spans all of it.
+	var search strings.Builder
+	for i := 100; i < 800; i++ {
+		fmt.Fprintf(&search, "dirsearch /d %s\n", name(i))
+	}
+	out := debugfsScript(t, img, search.String(), false)
+	var unlink strings.Builder
+	cur := ""
+	for _, line := range strings.Split(out, "\n") { // debugfs -f echoes each request
+		if n, ok := strings.CutPrefix(line, "debugfs: dirsearch /d "); ok {
+			cur = n
+		} else if strings.HasPrefix(line, "Entry found at logical block 1,") {
+			fmt.Fprintf(&unlink, "unlink /d/%s\n", cur)
+		}
+	}
+	if unlink.Len() == 0 {
+		t.Fatalf("no entry in the second block:\n%.2000s", out)
+	}
+	debugfsScript(t, img, unlink.String(), true)
+	f := openImage(t, img)
+	checkPath(t, f, img, src, "/d/"+name(799))
+	if r, err := f.Resolve("/d/" + name(700)); err != nil || r.Inode == nil {
+		t.Fatalf("an entry after the empty block: %+v, %v", r, err)
+	}
+}
+
+// debugfsScript runs the requests of script (one a line) on img.
+func debugfsScript(t *testing.T, img, script string, write bool) string {
+	t.Helper()
+	cmds := filepath.Join(t.TempDir(), "cmds")
+	if err := os.WriteFile(cmds, []byte(script), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"-f", cmds, img}
+	if write {
+		args = append([]string{"-w"}, args...)
+	}
+	out, err := exec.Command("debugfs", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("debugfs %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
