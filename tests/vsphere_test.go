@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
@@ -188,5 +189,51 @@ func TestVSphereE2E(t *testing.T) {
 	}
 	if sumAfter := ok(t, "--repo", repo, "--json", "export", "web-os", "--at", at, "--out", "-", "--format", "raw"); sumAfter != sumBefore {
 		t.Error("the instant changed")
+	}
+
+	// Migrate: a second instant, written by its VM, made permanent on
+	// LocalDS_0: the VM is created there with the clone's newest state, the
+	// instant process ends, and the clones are dropped.
+	p = start(t, nil, "--repo", repo, "vsphere", "instant", "web", "--at", at, "--name", "web-mig", "--pool", pool,
+		"--nfs-datastore", "hindsight-nfs", "--nfs-dir", nfs, "--nfs-host", "127.0.0.1", "--nfs-local-path", nfs, "--power-on")
+	p.waitUntil(t, "instant VM to migrate", func() bool {
+		_, err := os.Stat(filepath.Join(nfs, "web-mig", "web-mig.vmx"))
+		return err == nil
+	})
+	f, err = os.OpenFile(filepath.Join(nfs, "web-mig", "web-os", "web-os-flat.vmdk"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	written := bytes.Repeat([]byte{0xab}, 1<<20)
+	if _, err := f.WriteAt(written, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if r := hs(t, "--repo", repo, "vsphere", "migrate", "web-mig", "--datastore", "LocalDS_0", "--pool", pool); r.code == 0 {
+		t.Fatal("migrate of a powered-on VM without --power-off succeeded")
+	}
+	ok(t, "--repo", repo, "vsphere", "migrate", "web-mig", "--datastore", "LocalDS_0", "--pool", pool, "--power-off")
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the instant process still runs after migrate")
+	}
+	want := []byte(sumBefore) // the instant's raw image (export --out - printed it)
+	copy(want[1<<20:], written)
+	got, err := os.ReadFile(filepath.Join(ds, "web-mig", "web-os-flat.vmdk"))
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("migrated disk differs from the clone's newest state (%v)", err)
+	}
+	run(t, "qemu-img", "check", filepath.Join(ds, "web-mig", "web-os.vmdk"))
+	json.Unmarshal([]byte(ok(t, "--json", "vsphere", "list")), &list)
+	found := false
+	for _, v := range list {
+		found = found || v.VM == "web-mig"
+	}
+	if !found {
+		t.Errorf("list after migrate: %+v", list)
+	}
+	if after := ok(t, "--repo", repo, "--json", "disk", "list"); after != disksBefore {
+		t.Errorf("clones left after migrate:\n%s\n%s", disksBefore, after)
 	}
 }
