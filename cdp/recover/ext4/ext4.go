@@ -7,8 +7,10 @@
 //
 //	superblock    at 1024: block size 1024<<log, blocks and inodes per group,
 //	              inode size (128 before revision 1), INCOMPAT 64bit (desc_size)
-//	group desc    the table in the block after the superblock's; inode table at
-//	              0x08 (lo) and 0x28 (hi, with 64-byte descriptors)
+//	group desc    the table in the block after the superblock's (meta_bg, from
+//	              meta group 0x104 on: in the first group of each meta group,
+//	              after its superblock copy); inode table at 0x08 (lo) and
+//	              0x28 (hi, with 64-byte descriptors)
 //	inode         mode 0x00, size 0x04/0x6c, flags 0x20, i_block 0x28 (60 bytes)
 //	extents       flag 0x80000: header magic 0xf30a, entries, depth; leaves
 //	              (block u32, len u16 (>32768: unwritten), start hi u16 lo u32),
@@ -51,6 +53,14 @@ type FS struct {
 	descSize   int64
 	descTable  uint64 // block of the group descriptor table
 	incompat64 bool
+	// meta_bg: from group firstMetaBG*(descriptors per block) on, each
+	// block of descriptors sits in the first group it describes.
+	metaBG         bool
+	firstMetaBG    uint64
+	firstDataBlock uint64
+	blocksPerGroup uint64
+	sparseSuper    bool       // superblock copies only in groups 0, 1 and powers of 3, 5, 7
+	backupBGs      *[2]uint32 // sparse_super2: the only groups with a copy but 0
 }
 
 // Open reads the superblock of the filesystem in r. If r has a Size method
@@ -83,7 +93,18 @@ func Open(r io.ReaderAt) (*FS, error) {
 	if f.incompat64 {
 		f.descSize = int64(le.Uint16(sb[0xfe:]))
 	}
-	f.descTable = uint64(le.Uint32(sb[0x14:])) + 1
+	f.firstDataBlock = uint64(le.Uint32(sb[0x14:]))
+	f.descTable = f.firstDataBlock + 1
+	if f.metaBG = incompat&0x10 != 0; f.metaBG {
+		f.firstMetaBG, f.blocksPerGroup = uint64(le.Uint32(sb[0x104:])), uint64(le.Uint32(sb[0x20:]))
+		f.sparseSuper = le.Uint32(sb[0x64:])&0x1 != 0
+		if le.Uint32(sb[0x5c:])&0x200 != 0 {
+			f.backupBGs = &[2]uint32{le.Uint32(sb[0x24c:]), le.Uint32(sb[0x250:])}
+		}
+		if f.blocksPerGroup == 0 {
+			return nil, fmt.Errorf("%w: superblock geometry", ErrCorrupt)
+		}
+	}
 	if s, ok := r.(interface{ Size() int64 }); ok && s.Size() >= 0 {
 		f.blocks = min(f.blocks, uint64(s.Size()/f.BlockSize))
 	}
@@ -135,6 +156,17 @@ func (f *FS) ReadInode(ino uint32) (*Inode, error) {
 	group, index := uint64((ino-1)/f.perGroup), int64((ino-1)%f.perGroup)
 	desc := make([]byte, f.descSize)
 	off := int64(f.descTable)*f.BlockSize + int64(group)*f.descSize
+	if per := uint64(f.BlockSize / f.descSize); f.metaBG && group/per >= f.firstMetaBG {
+		first := group / per * per
+		blk := f.firstDataBlock + first*f.blocksPerGroup
+		if f.hasSuper(first) {
+			blk++
+		}
+		if blk >= f.blocks {
+			return nil, fmt.Errorf("%w: descriptors of group %d at block %d", ErrCorrupt, group, blk)
+		}
+		off = int64(blk)*f.BlockSize + int64(group%per)*f.descSize
+	}
 	if _, err := f.r.ReadAt(desc, off); err != nil && err != io.EOF {
 		return nil, err
 	}
@@ -160,6 +192,30 @@ func (f *FS) ReadInode(ino uint32) (*Inode, error) {
 		return nil, fmt.Errorf("%w: inode %d size", ErrCorrupt, ino)
 	}
 	return in, nil
+}
+
+// hasSuper reports whether group g holds a copy of the superblock.
+func (f *FS) hasSuper(g uint64) bool {
+	switch {
+	case g == 0:
+		return true
+	case f.backupBGs != nil:
+		return g == uint64(f.backupBGs[0]) || g == uint64(f.backupBGs[1])
+	case g == 1 || !f.sparseSuper:
+		return true
+	case g%2 == 0:
+		return false
+	}
+	for _, base := range []uint64{3, 5, 7} {
+		p := base
+		for p < g {
+			p *= base
+		}
+		if p == g {
+			return true
+		}
+	}
+	return false
 }
 
 const (

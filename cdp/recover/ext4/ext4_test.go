@@ -277,3 +277,29 @@ func debugfsScript(t *testing.T, img, script string, write bool) string {
 	}
 	return string(out)
 }
+
+// meta_bg: past the first meta group, the descriptors of each meta group
+// sit in its first group, after the superblock copy if it has one.
+func TestMetaBGImage(t *testing.T) {
+	src := t.TempDir()
+	// 56 inodes per group: 2100 files fill the groups past the first meta
+	// group (16 descriptors of 64 bytes per 1 KiB block).
+	for i := 1; i <= 2100; i++ {
+		write(t, filepath.Join(src, "d", fmt.Sprintf("f%d", i)), fmt.Sprintln(i))
+	}
+	for _, features := range []string{"meta_bg,^resize_inode", "meta_bg,^resize_inode,sparse_super2",
+		"meta_bg,^resize_inode,^sparse_super", "meta_bg,^resize_inode,^64bit"} {
+		t.Run(features, func(t *testing.T) {
+			img := mkfs(t, src, 300, "-b", "1024", "-N", "2200", "-O", features)
+			f := openImage(t, img)
+			for _, p := range []string{"/d/f1", "/d/f1000", "/d/f1500", "/d/f2100"} {
+				checkPath(t, f, img, src, p)
+			}
+			var ino, group int
+			fmt.Sscanf(debugfs(t, img, "imap /d/f2100"), "Inode %d is part of block group %d", &ino, &group)
+			if per := int(f.BlockSize / f.descSize); group < per && f.descSize == 64 {
+				t.Fatalf("/d/f2100 is in group %d, not past the first meta group", group)
+			}
+		})
+	}
+}
