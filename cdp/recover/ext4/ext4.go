@@ -16,7 +16,8 @@
 //	              (block u32, len u16 (>32768: unwritten), start hi u16 lo u32),
 //	              indexes (block u32, leaf lo u32, hi u16)
 //	block map     ext2/3: 12 direct blocks, then single, double, triple indirect
-//	inline data   flag 0x10000000: content in i_block (up to 60 bytes only)
+//	inline data   flag 0x10000000: content in i_block (60 bytes), then in the
+//	              in-inode xattr system.data
 //	directories   linear dirents (inode u32, rec_len u16, name_len u8, type u8);
 //	              htree directories read the same way (their index blocks look
 //	              like empty entries)
@@ -121,6 +122,7 @@ type Inode struct {
 	Size  int64
 	Flags uint32
 	block [60]byte
+	extra []byte // the inode past its first 128 bytes: in-inode xattrs
 	// Table is the filesystem block of the inode table that holds it.
 	Table uint64
 }
@@ -180,7 +182,7 @@ func (f *FS) ReadInode(ino uint32) (*Inode, error) {
 	if in.Table >= f.blocks {
 		return nil, fmt.Errorf("%w: inode table of group %d at block %d", ErrCorrupt, group, table)
 	}
-	raw := make([]byte, 128)
+	raw := make([]byte, f.inodeSize)
 	if _, err := f.r.ReadAt(raw, int64(table)*f.BlockSize+byteOff); err != nil && err != io.EOF {
 		return nil, err
 	}
@@ -188,6 +190,7 @@ func (f *FS) ReadInode(ino uint32) (*Inode, error) {
 	in.Size = int64(le.Uint32(raw[4:])) | int64(le.Uint32(raw[0x6c:]))<<32
 	in.Flags = le.Uint32(raw[0x20:])
 	copy(in.block[:], raw[0x28:0x28+60])
+	in.extra = raw[128:]
 	if in.Size < 0 {
 		return nil, fmt.Errorf("%w: inode %d size", ErrCorrupt, ino)
 	}
@@ -371,10 +374,14 @@ func (f *FS) ReadFile(in *Inode, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %d bytes (more than %d)", ErrUnsupported, in.Size, limit)
 	}
 	if in.Flags&flagInline != 0 || (in.IsSymlink() && in.Size < 60 && in.Flags&flagExtents == 0) {
-		if in.Size > 60 {
-			return nil, fmt.Errorf("%w: inline data beyond the inode", ErrUnsupported)
+		if in.Size <= 60 {
+			return append([]byte(nil), in.block[:in.Size]...), nil
 		}
-		return append([]byte(nil), in.block[:in.Size]...), nil
+		rest := in.inlineXattr()
+		if in.Flags&flagInline == 0 || int64(len(rest)) < in.Size-60 {
+			return nil, fmt.Errorf("%w: inline data of inode %d", ErrCorrupt, in.Ino)
+		}
+		return append(append([]byte(nil), in.block[:]...), rest[:in.Size-60]...), nil
 	}
 	data, _, err := f.Map(in)
 	if err != nil {
@@ -397,6 +404,39 @@ func (f *FS) ReadFile(in *Inode, limit int64) ([]byte, error) {
 		}
 	}
 	return out, nil
+}
+
+// inlineXattr returns the value of the in-inode xattr system.data, where
+// inline data goes on past i_block (nil if there is none). After the
+// inode's extra fields (i_extra_isize at 0x80): magic 0xea020000, then
+// entries (name_len u8, name_index u8 (7: system.), value_offs u16 from
+// the first entry, value_inum u32, value_size u32, hash u32, name; 4-byte
+// aligned) up to a zero word.
+func (in *Inode) inlineXattr() []byte {
+	le := binary.LittleEndian
+	if len(in.extra) < 4 {
+		return nil
+	}
+	start := int(le.Uint16(in.extra)) // i_extra_isize, from byte 128
+	if start+4 > len(in.extra) || le.Uint32(in.extra[start:]) != 0xea020000 {
+		return nil
+	}
+	first := in.extra[start+4:]
+	for pos := 0; pos+16 <= len(first) && le.Uint32(first[pos:]) != 0; {
+		nameLen, index := int(first[pos]), first[pos+1]
+		offs, size := int(le.Uint16(first[pos+2:])), int(le.Uint32(first[pos+8:]))
+		if pos+16+nameLen > len(first) {
+			return nil
+		}
+		if index == 7 && string(first[pos+16:pos+16+nameLen]) == "data" {
+			if le.Uint32(first[pos+4:]) != 0 || offs > len(first) || size > len(first)-offs {
+				return nil // in another inode (ea_inode), or past this one
+			}
+			return first[offs : offs+size]
+		}
+		pos += (16 + nameLen + 3) &^ 3
+	}
+	return nil
 }
 
 // Lookup finds name in the directory dir.

@@ -2,6 +2,7 @@ package ext4
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -105,23 +106,22 @@ func TestInlineImage(t *testing.T) {
 	write(t, filepath.Join(src, "sixty"), strings.Repeat("6", 60))
 	write(t, filepath.Join(src, "dir/x"), "x")
 	write(t, filepath.Join(src, "big"), strings.Repeat("b", 10000))
-	write(t, filepath.Join(src, "hundred"), strings.Repeat("h", 100))
+	write(t, filepath.Join(src, "hundred"), strings.Repeat("h", 100)) // 40 bytes in system.data
+	// An inline directory (mke2fs moves one that outgrows i_block to a
+	// block; the kernel would go on in system.data).
+	for i := 0; i < 4; i++ {
+		write(t, filepath.Join(src, "names", fmt.Sprintf("n%d", i)), "n")
+	}
 	img := mkfs(t, src, 8, "-O", "inline_data")
 	f := openImage(t, img)
-	for _, p := range []string{"/tiny", "/sixty", "/dir/x", "/big"} {
+	for _, p := range []string{"/tiny", "/sixty", "/hundred", "/dir/x", "/big", "/names", "/names/n3"} {
 		in := checkPath(t, f, img, src, p)
 		if p != "/big" && in.Flags&flagInline == 0 {
 			t.Fatalf("%s is not inline (flags %#x)", p, in.Flags)
 		}
 	}
-	// Inline data that goes on in the system.data xattr is not read: an
-	// error, never a part of the content.
-	r, err := f.Resolve("/hundred")
-	if err != nil || r.Inode == nil || r.Inode.Flags&flagInline == 0 {
-		t.Fatalf("/hundred: %+v, %v", r, err)
-	}
-	if b, err := f.ReadFile(r.Inode, 1<<20); !errors.Is(err, ErrUnsupported) {
-		t.Fatalf("ReadFile /hundred = %d bytes, %v; want ErrUnsupported", len(b), err)
+	if in := checkPath(t, f, img, src, "/hundred"); in.Size <= 60 {
+		t.Fatalf("/hundred: size %d: not inline past i_block", in.Size)
 	}
 }
 
@@ -301,5 +301,53 @@ func TestMetaBGImage(t *testing.T) {
 				t.Fatalf("/d/f2100 is in group %d, not past the first meta group", group)
 			}
 		})
+	}
+}
+
+// An inline directory that goes on in system.data, as the kernel writes
+// one (mke2fs moves such a directory to a block): its entries are read
+// from both parts.
+func TestInlineDirectoryXattr(t *testing.T) {
+	le := binary.LittleEndian
+	dirent := func(ino uint32, recLen int, name string) []byte {
+		b := le.AppendUint32(nil, ino)
+		b = le.AppendUint16(b, uint16(recLen))
+		b = append(b, byte(len(name)), 1)
+		b = append(b, name...)
+		return append(b, make([]byte, recLen-8-len(name))...)
+	}
+	in := &Inode{Ino: 12, Mode: modeDir, Flags: flagInline}
+	body := le.AppendUint32(nil, 2) // the parent
+	body = append(body, dirent(20, 12, "a")...)
+	body = append(body, dirent(21, 44, "b")...) // to the end of i_block
+	copy(in.block[:], body)
+	value := append(dirent(22, 16, "in-xattr"), dirent(23, 24, "last")...)
+	in.Size = 60 + int64(len(value))
+	// 32 bytes of extra fields, the xattr header, one entry, the value.
+	extra := le.AppendUint16(make([]byte, 0, 128), 32)
+	extra = append(extra, make([]byte, 30)...)
+	extra = le.AppendUint32(extra, 0xea020000)
+	entry := []byte{4, 7}
+	entry = le.AppendUint16(entry, 24) // value at 24 from the first entry
+	entry = le.AppendUint32(entry, 0)
+	entry = le.AppendUint32(entry, uint32(len(value)))
+	entry = le.AppendUint32(entry, 0)
+	entry = append(entry, "data"...)
+	extra = append(extra, entry...)
+	extra = append(extra, 0, 0, 0, 0) // end of the entries
+	extra = append(extra, value...)
+	in.extra = extra
+	f := &FS{BlockSize: 1024, blocks: 1}
+	for name, want := range map[string]uint32{"a": 20, "b": 21, "in-xattr": 22, "last": 23} {
+		if got, err := f.Lookup(in, name); err != nil || got != want {
+			t.Errorf("Lookup %q = %d, %v; want %d", name, got, err, want)
+		}
+	}
+	if _, err := f.Lookup(in, "none"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Lookup of a missing name: %v", err)
+	}
+	in.Size += 100 // more than system.data holds
+	if _, err := f.ReadFile(in, 1<<20); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("inline data past system.data: %v", err)
 	}
 }

@@ -147,6 +147,9 @@ func FuzzExt4(f *testing.F) {
 		op(rootDir+4, 0, 0),                   // rec_len 0
 		op(rootDir+4, 0xff, 0xff),             // rec_len past the block
 		op(rootDir+6, 0xff),                   // name_len past rec_len
+		op(1024+0x60, base[1024+0x60]|0x10),   // meta_bg
+		op(fragOff+0x20+3, 0x10, 0, 0),        // inline data of 2 KiB
+		op(fragOff+0x80, 0xf0, 0),             // i_extra_isize past the inode
 	} {
 		f.Add(seed)
 	}
