@@ -159,6 +159,14 @@ func TestByTimeExact(t *testing.T) {
 				inMinute = append(inMinute, q)
 			}
 		}
+		if len(inMinute) > maxLeaves { // a busy minute lists the first point of each second
+			want = want[:0]
+			for i, q := range inMinute {
+				if i == 0 || q.Time.Truncate(time.Second) != inMinute[i-1].Time.Truncate(time.Second) {
+					want = append(want, leafName(q.Time))
+				}
+			}
+		}
 		check(path, want)
 		q := inMinute[rng.IntN(len(inMinute))]
 		in := readInfo(t, filepath.Join(path, leafName(q.Time), "info.json"))
