@@ -97,7 +97,11 @@ func listPoints(c *cli.Context, r *store.Repo, owner store.Disk, since, until ti
 			if !ok || (kind != "" && b.Kind != kind) || b.Time.Before(since) || b.Time.After(until) {
 				continue
 			}
-			rows = append(rows, pointRow{Point: store.Point{Seq: b.Seq, Time: b.Time}, Name: timespec.Format(b.Time),
+			pt := store.Point{Seq: b.Seq, Time: b.Time}
+			if p, err := r.PointAt(owner.Timeline, b.Time); err == nil {
+				pt.Blocks = p.Blocks // what the named point journaled
+			}
+			rows = append(rows, pointRow{Point: pt, Name: timespec.Format(b.Time),
 				Consistency: consistency(b.Kind), Bookmarks: []string{b.Name}})
 		}
 		sortRows(rows)

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/hindsight-cdp/hindsight/store"
 	"github.com/urfave/cli/v2"
@@ -52,6 +53,9 @@ func withDisk(c *cli.Context, n int, names string, readOnly bool, fn func(r *sto
 	return withRepo(c, readOnly, func(r *store.Repo) error {
 		d, err := r.Disk(c.Args().First())
 		if err != nil {
+			if g, gerr := r.Group(c.Args().First()); gerr == nil {
+				return fmt.Errorf("%w: %q is a group; '%s' takes one of its disks (%s)", store.ErrUnknownDisk, g.Name, c.Command.FullName(), strings.Join(g.Disks, ", "))
+			}
 			return err
 		}
 		return fn(r, d)
