@@ -15,6 +15,7 @@
 //
 //	ext2/3/4  ro,noload            XFS  ro,norecovery,nouuid
 //	Btrfs     ro,rescue=nologreplay NTFS ntfs-3g -o ro (FUSE)
+//	FAT       a read-only copy made with mtools (below)
 //
 // An ext3/ext4 whose journal holds transactions not yet written to their
 // place (any instant captured while it was mounted: its newest metadata is
@@ -23,11 +24,24 @@
 // scratch file, attached read-write so that the kernel replays the journal
 // onto the clone, never onto the instant. Part.Method says "cow-clone".
 //
-// LUKS containers are reported as encrypted and never opened; FAT (no vfat
-// in this kernel) is reported with the mtools command that reads it; other
+// # FAT
+//
+// This kernel has no vfat, and the userspace driver Debian has, fusefat
+// 0.1a, reads FAT wrong: times a month late (2021-12-31 shows as
+// 2022-01-31), short names upper-cased where Windows and mtools mark them
+// lower-case (readme.txt shows as README.TXT), and a volume label shown as a
+// file that hides the directory of that name. So a FAT partition is copied
+// out whole with mtools (mcopy -s -p -m, times read as UTC) from its
+// read-only loop device into the private directory, and that copy is
+// bind-mounted read-only at its place: browse, restore and diff see the
+// right names and times. Part.Method says "mtools-extract". It costs a copy
+// of the files in TMPDIR: fine for EFI and boot partitions, slow for a
+// large one. mcopy writes "/" in a name as "\" and skips "." and "..".
+//
+// LUKS containers are reported as encrypted and never opened; other
 // partitions are reported unknown. Close unmounts the filesystems, then the
-// tree, and removes only empty directories it made; callers run it on every
-// path, including cancellation (SIGINT).
+// tree, and removes the FAT copies and only empty directories it made;
+// callers run it on every path, including cancellation (SIGINT).
 //
 // # Paths
 //

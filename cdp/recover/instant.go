@@ -46,7 +46,7 @@ type Part struct {
 	// Mountpoint is where the disk's own /etc/fstab mounts it ("/", "/srv"),
 	// or "/" for the only filesystem of a disk without one.
 	Mountpoint string `json:"mountpoint,omitempty"`
-	Method     string `json:"method,omitempty"`  // MethodReadOnly, MethodFUSE or MethodClone
+	Method     string `json:"method,omitempty"`  // MethodReadOnly, MethodFUSE, MethodClone or MethodExtract
 	Options    string `json:"options,omitempty"` // the mount options used
 	Loop       string `json:"loop,omitempty"`
 	Status     string `json:"status"`
@@ -55,6 +55,8 @@ type Part struct {
 	made  bool   // Dir was created here
 	ready bool   // mounted (for History: readable by the ext4 reader)
 	clone *clone // the disposable clone it is mounted from (MethodClone)
+	// extracted is the private copy of a FAT mounted at Dir (MethodExtract).
+	extracted string
 }
 
 // Open mounts every filesystem of disk d at point p read-only under
@@ -147,6 +149,12 @@ func (in *Instant) Close() error {
 				errs = append(errs, err)
 			}
 			p.clone = nil
+		}
+		if p.extracted != "" && !isMountPoint(p.Dir) {
+			if err := os.RemoveAll(p.extracted); err != nil {
+				errs = append(errs, err)
+			}
+			p.extracted = ""
 		}
 		if p.made {
 			if err := os.Remove(p.Dir); err != nil && !os.IsNotExist(err) {

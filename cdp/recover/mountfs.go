@@ -55,9 +55,6 @@ func mountPart(ctx context.Context, p *Part, flat, work string) {
 	case fs.Type == "swap":
 		p.Status = StatusSwap
 		return
-	case fs.Type == "vfat":
-		p.Status, p.Error = StatusUnsupported, fmt.Sprintf("FAT: no vfat in this kernel; read it with mtools: mdir -i '%s@@%d' ::/", flat, p.Offset)
-		return
 	case !fs.Mountable():
 		p.Status, p.Error = StatusUnknown, "no filesystem Hindsight recognises"
 		return
@@ -69,6 +66,10 @@ func mountPart(ctx context.Context, p *Part, flat, work string) {
 	p.made = true
 	if _, ok := kernelOptions[fs.Type]; ok && fs.NeedsRecovery {
 		mountClone(ctx, p, flat, work)
+		return
+	}
+	if fs.Type == "vfat" {
+		mountFAT(ctx, p, flat, work)
 		return
 	}
 	dev, err := loopAttach(flat, p.Offset, p.Size, false)

@@ -93,8 +93,14 @@ func isMountPoint(dir string) bool {
 
 // tool runs a helper program in its own process group, so that a Ctrl-C
 // typed at the terminal reaches Hindsight (which then cleans up) and not the
-// helper half way through its work.
+// helper half way through its work; cancelling ctx kills it (what a helper
+// that has daemonized mounted is left to Close).
 func tool(ctx context.Context, name string, args ...string) error {
+	return runTool(ctx, exec.CommandContext(ctx, name, args...))
+}
+
+// runTool runs cmd as tool does.
+func runTool(ctx context.Context, cmd *exec.Cmd) error {
 	// Output goes to a file, not a pipe: a helper that daemonizes (ntfs-3g)
 	// keeps a pipe open and Wait would block until it exits.
 	out, err := os.CreateTemp("", "hindsight-tool-")
@@ -103,12 +109,14 @@ func tool(ctx context.Context, name string, args ...string) error {
 	}
 	defer os.Remove(out.Name())
 	defer out.Close()
-	cmd := exec.Command(name, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		msg, _ := os.ReadFile(out.Name())
-		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(msg)))
+		return fmt.Errorf("%s: %w: %s", strings.Join(cmd.Args, " "), err, strings.TrimSpace(string(msg)))
 	}
 	return ctx.Err()
 }
