@@ -17,6 +17,12 @@
 //	Btrfs     ro,rescue=nologreplay NTFS ntfs-3g -o ro (FUSE)
 //	FAT       a read-only copy made with mtools (below)
 //
+// ntfs-3g mounts with ro (also nosuid, nodev, noexec, and fmask/dmask so
+// that files are not 0777), which its manual gives for hibernated volumes
+// and unclean logs: they are shown as they are. Neither remove_hiberfile nor
+// norecover is given (the latter would refuse such a volume), and the
+// read-only loop device refuses any write onto the instant in any case.
+//
 // An ext3/ext4 whose journal holds transactions not yet written to their
 // place (any instant captured while it was mounted: its newest metadata is
 // only in the journal) is mounted instead from a disposable copy-on-write

@@ -44,6 +44,12 @@ var kernelOptions = map[string]struct{ fstype, data string }{
 	"btrfs": {"btrfs", "rescue=nologreplay"},
 }
 
+// ntfsOptions: read-only, which ntfs-3g gives hibernated volumes and
+// unclean logs too (no norecover, never remove_hiberfile; the loop device
+// refuses writes anyway); fmask and dmask because NTFS keeps no modes and
+// ntfs-3g would show, and restore copy, every file as 0777.
+const ntfsOptions = "ro,nosuid,nodev,noexec,fmask=0133,dmask=0022"
+
 // mountPart mounts p (its bytes in the flat image file) read-only at p.Dir
 // and fills in Method, Options and Status, or Status and Error.
 func mountPart(ctx context.Context, p *Part, flat, work string) {
@@ -86,12 +92,12 @@ func mountPart(ctx context.Context, p *Part, flat, work string) {
 			err = fmt.Errorf("mount -t %s -o %s: %w (see dmesg)", ko.fstype, p.Options, err)
 		}
 	} else { // ntfs
-		p.Method, p.Options = MethodFUSE, "ro"
+		p.Method, p.Options = MethodFUSE, ntfsOptions
 		if _, lerr := exec.LookPath("ntfs-3g"); lerr != nil {
 			p.Status, p.Error = StatusUnsupported, "NTFS: ntfs-3g is not installed"
 			return
 		}
-		err = tool(ctx, "ntfs-3g", "-o", "ro,nosuid,nodev,noexec", dev.Name(), p.Dir)
+		err = tool(ctx, "ntfs-3g", "-o", ntfsOptions, dev.Name(), p.Dir)
 	}
 	if err != nil {
 		p.Status, p.Error = StatusFailed, strings.TrimSpace(err.Error())
