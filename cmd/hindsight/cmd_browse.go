@@ -30,8 +30,11 @@ func cmdBrowse() *cli.Command {
 		Description: `Partitions (MBR, GPT, or a filesystem on the whole disk) are mounted under
   --root/<disk>@<instant>/p1, p2, ... (disk for a whole-disk filesystem)
 read-only, with the options that never replay a journal (ext4 noload, XFS
-norecovery, Btrfs rescue=nologreplay; NTFS through ntfs-3g). The MOUNTPOINT
-column is where the disk's own /etc/fstab mounts each one. Encrypted (LUKS) and
+norecovery, Btrfs rescue=nologreplay; NTFS through ntfs-3g; FAT copied out with
+mtools, as this kernel has no vfat). An ext4 whose journal holds transactions
+(an instant of a mounted filesystem) is mounted from a disposable copy-on-write
+clone that takes the replay, never the instant. The METHOD column says which;
+the MOUNTPOINT column is where the disk's own /etc/fstab mounts each one. Encrypted (LUKS) and
 unknown partitions are listed, not opened. The mounts stay until Ctrl-C or
 SIGTERM; with --shell, until the shell started there exits. Either way every
 mount and loop device is removed.`,
@@ -116,9 +119,9 @@ func printInstant(c *cli.Context, in *rcv.Instant) error {
 		if typ == "" {
 			typ = "?"
 		}
-		rows = append(rows, []string{where, typ, dash(p.Mountpoint), note})
+		rows = append(rows, []string{where, typ, dash(p.Mountpoint), dash(p.Method), note})
 	}
-	return table(c.App.Writer, []string{"DIR", "TYPE", "MOUNTPOINT", "NOTE"}, rows)
+	return table(c.App.Writer, []string{"DIR", "TYPE", "MOUNTPOINT", "METHOD", "NOTE"}, rows)
 }
 
 func dash(s string) string {
