@@ -238,3 +238,34 @@ func mustDisk(t *testing.T, r *Repo, name string) Disk {
 	}
 	return d
 }
+
+func TestProfiles(t *testing.T) {
+	_, r := newRepo(t)
+	r.CreateDisk("a", 4096, 4096)
+	r.CreateDisk("lone", 4096, 4096)
+	r.CreateGroup("vm", []string{"a"})
+	if err := r.SetProfile("vm", Profile{MemoryMB: 4096, CPUs: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SetProfile("vm", Profile{GuestID: "ubuntu64Guest"}); err != nil { // zero fields keep theirs
+		t.Fatal(err)
+	}
+	if g, _ := r.Group("vm"); g.Profile == nil || *g.Profile != (Profile{MemoryMB: 4096, CPUs: 2, GuestID: "ubuntu64Guest"}) {
+		t.Fatalf("group profile %+v", g.Profile)
+	}
+	if err := r.SetProfile("a", Profile{CPUs: 1}); err == nil {
+		t.Fatal("a group member got a profile of its own")
+	}
+	if err := r.SetProfile("lone", Profile{CPUs: 8}); err != nil || mustDisk(t, r, "lone").Profile.CPUs != 8 {
+		t.Fatalf("lone disk profile: %v", err)
+	}
+	if err := r.SetController("a", "pvscsi"); err != nil || mustDisk(t, r, "a").Controller != "pvscsi" || mustDisk(t, r, "a").Group != "vm" {
+		t.Fatalf("controller: %v %+v", err, mustDisk(t, r, "a"))
+	}
+	if err := r.SetController("vm", "pvscsi"); !errors.Is(err, ErrUnknownDisk) {
+		t.Fatalf("a group got a controller: %v", err)
+	}
+	if err := r.SetProfile("nope", Profile{CPUs: 1}); !errors.Is(err, ErrUnknownDisk) {
+		t.Fatalf("unknown name: %v", err)
+	}
+}

@@ -50,6 +50,19 @@ type Disk struct {
 	Group string `json:"group,omitempty"`
 	// Base, for a clone, is the point its unwritten blocks read from.
 	Base *Base `json:"base,omitempty"`
+	// Controller is the kind of controller the disk hangs on in its VM
+	// (lsilogic, lsisas, buslogic, pvscsi, sata, nvme), if known.
+	Controller string `json:"controller,omitempty"`
+	// Profile is the VM of a lone disk, if recorded (a group's is the group's).
+	Profile *Profile `json:"profile,omitempty"`
+}
+
+// Profile is the VM a disk or group belongs to, as recorded by the user or
+// the agentless source, so that a recovery point can run as that VM again.
+type Profile struct {
+	MemoryMB int64  `json:"memory_mb,omitempty"`
+	CPUs     int32  `json:"cpus,omitempty"`
+	GuestID  string `json:"guest_id,omitempty"`
 }
 
 // Base is the point a clone starts from: disk Disk (ID) at journal position Seq.
@@ -67,6 +80,7 @@ type Group struct {
 	Name    string    `json:"name"`
 	Disks   []string  `json:"disks"`
 	Created time.Time `json:"created"`
+	Profile *Profile  `json:"profile,omitempty"`
 }
 
 // Blocks is the number of blocks of the disk.

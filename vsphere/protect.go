@@ -120,6 +120,9 @@ func (c *Client) ProtectOnce(ctx context.Context, r *store.Repo, opt ProtectOpti
 	if _, err := r.Mark(disks[0], store.Bookmark{Name: cap.Bookmark, Time: cap.Point.Time, Kind: kind, Quiesce: info}); err != nil {
 		return cap, fmt.Errorf("bookmark the capture of %s: %w", opt.VM, err)
 	}
+	if err := recordProfile(r, opt.Target, vm, disks); err != nil {
+		c.logf("vsphere: record the VM profile of %s: %v", opt.VM, err)
+	}
 	return cap, nil
 }
 

@@ -114,6 +114,22 @@ func TestProtectFullRead(t *testing.T) {
 	if vm.Snapshot != nil && len(vm.Snapshot.RootSnapshotList) > 0 {
 		t.Fatalf("snapshots left: %+v", vm.Snapshot.RootSnapshotList)
 	}
+	// The VM's shape is recorded, so its recovery points register as it.
+	d, _ = r.Disk("dst")
+	hw := vm.Config.Hardware
+	if p := d.Profile; p == nil || p.MemoryMB != int64(hw.MemoryMB) || p.CPUs != hw.NumCPU || p.GuestID != vm.Config.GuestId {
+		t.Fatalf("recorded profile %+v, VM has %d MiB, %d CPUs, %s", d.Profile, hw.MemoryMB, hw.NumCPU, vm.Config.GuestId)
+	}
+	if want := controllerOf(hw.Device, disksOf(hw.Device)[0].dev); want == "" || d.Controller != want {
+		t.Fatalf("recorded controller %q, VM's is %q", d.Controller, want)
+	}
+	in, err := ResolveInstant(r, "dst", "latest", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := in.SetControllers("", nil); err != nil || in.Disks[0].Controller != d.Controller || in.Profile == nil {
+		t.Fatalf("instant of dst: controller %q profile %+v %v", in.Disks[0].Controller, in.Profile, err)
+	}
 	if _, err := c.ProtectOnce(ctx, r, ProtectOptions{VM: "app", Target: "src"}); err != nil {
 		t.Fatalf("into its own source: %v", err)
 	}

@@ -1,6 +1,7 @@
 package vsphere
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"time"
@@ -28,6 +29,9 @@ type Instant struct {
 	Seq    uint64    `json:"seq"`
 	Time   time.Time `json:"time"` // the point's time
 	Disks  []Disk    `json:"-"`
+	// Profile is the VM recorded for the source (its group's, or the lone
+	// disk's), if any: the defaults of Hardware.
+	Profile *store.Profile `json:"-"`
 }
 
 // Bytes is the total size of the instant's disks.
@@ -54,18 +58,25 @@ func ResolveInstant(r *store.Repo, name, spec string, now time.Time) (Instant, e
 		return Instant{}, err
 	}
 	out := Instant{Source: name, Seq: in.Point.Seq, Time: in.Point.Time}
+	if g, err := r.Group(name); err == nil {
+		out.Profile = g.Profile
+	} else if len(disks) == 1 && disks[0].Group == "" {
+		out.Profile = disks[0].Profile
+	}
 	for _, d := range disks {
 		img, err := r.Image(d, in.Point.Seq)
 		if err != nil {
 			return Instant{}, err
 		}
-		out.Disks = append(out.Disks, Disk{Name: d.Name, Size: d.Size, Image: img, Meta: fs.ImageMeta(d, in.Point), Store: d})
+		out.Disks = append(out.Disks, Disk{Name: d.Name, Size: d.Size, Image: img, Meta: fs.ImageMeta(d, in.Point),
+			Controller: d.Controller, Store: d})
 	}
 	return out, nil
 }
 
 // SetControllers sets the controller of every disk: byDisk names one per
-// disk, def the rest ("" means lsilogic).
+// disk, def the rest; where neither does, the controller recorded for the
+// disk stays, else lsilogic.
 func (in *Instant) SetControllers(def string, byDisk map[string]string) error {
 	for name := range byDisk {
 		found := false
@@ -77,15 +88,12 @@ func (in *Instant) SetControllers(def string, byDisk map[string]string) error {
 		}
 	}
 	for i := range in.Disks {
-		c := def
+		c := cmp.Or(def, in.Disks[i].Controller, "lsilogic")
 		if v, ok := byDisk[in.Disks[i].Name]; ok {
 			c = v
 		}
-		if c == "" {
-			c = "lsilogic"
-		}
-		if _, ok := controllerKinds[c]; !ok {
-			return fmt.Errorf("%w: controller %q: use one of lsilogic, lsisas, buslogic, pvscsi, sata, nvme", ErrBadInput, c)
+		if err := ValidController(c); err != nil {
+			return err
 		}
 		in.Disks[i].Controller = c
 		in.Disks[i].Meta.Adapter = controllerKinds[c]
@@ -101,4 +109,12 @@ var controllerKinds = map[string]string{
 	"pvscsi":   image.AdapterPVSCSI,
 	"sata":     image.AdapterLSILogic, // ESXi writes lsilogic for SATA and NVMe disks
 	"nvme":     image.AdapterLSILogic,
+}
+
+// ValidController checks a controller kind given by a user.
+func ValidController(kind string) error {
+	if _, ok := controllerKinds[kind]; !ok {
+		return fmt.Errorf("%w: controller %q: use one of lsilogic, lsisas, buslogic, pvscsi, sata, nvme", ErrBadInput, kind)
+	}
+	return nil
 }

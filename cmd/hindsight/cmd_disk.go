@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"github.com/hindsight-cdp/hindsight/store"
+	"github.com/hindsight-cdp/hindsight/vsphere"
 	"github.com/urfave/cli/v2"
 )
 
@@ -13,6 +14,15 @@ func cmdDisk() *cli.Command {
 		Name:  "disk",
 		Usage: "create and list protected disks",
 		Subcommands: []*cli.Command{
+			cmdSet("disk", append([]cli.Flag{controllerFlag}, profileFlags()...), func(c *cli.Context, r *store.Repo, name string) error {
+				if _, err := r.Disk(name); err != nil {
+					return err
+				}
+				if err := setController(c, r, name); err != nil {
+					return err
+				}
+				return setProfile(c, r, name)
+			}),
 			{
 				Name:      "create",
 				Usage:     "add an empty disk (all zeros until its first import or write)",
@@ -23,10 +33,16 @@ The size is fixed; give it with binary units (2G = 2 GiB) and as a multiple of t
 					&cli.StringFlag{Name: "size", Required: true, Usage: "disk size, e.g. 2G, 512M, 10737418240"},
 					&cli.StringFlag{Name: "block-size", Value: "4K", Usage: "journal block size, a power of two from 512 to 1M"},
 					&cli.StringFlag{Name: "group", Usage: "put the new disk in consistency `GROUP` (see 'hindsight group --help')"},
+					controllerFlag,
 				},
 				Action: func(c *cli.Context) error {
 					if err := needArgs(c, 1, "a disk NAME"); err != nil {
 						return err
+					}
+					if c.IsSet("controller") {
+						if err := vsphere.ValidController(c.String("controller")); err != nil {
+							return usageErr(err)
+						}
 					}
 					size, err := parseSize(c.String("size"))
 					if err != nil {
@@ -52,6 +68,10 @@ The size is fixed; give it with binary units (2G = 2 GiB) and as a multiple of t
 							}
 							d.Group = g
 						}
+						if err := setController(c, r, d.Name); err != nil {
+							return err
+						}
+						d.Controller = c.String("controller")
 						if c.Bool("json") {
 							return printJSON(c, d)
 						}

@@ -27,6 +27,12 @@ write): their history would otherwise lie on another timeline.
   hindsight disk create web-logs --size 10G --group db-vm
   hindsight serve-nbd db-vm            # every disk of the group, one timeline`,
 		Subcommands: []*cli.Command{
+			cmdSet("group", profileFlags(), func(c *cli.Context, r *store.Repo, name string) error {
+				if _, err := r.Group(name); err != nil {
+					return err
+				}
+				return setProfile(c, r, name)
+			}),
 			{
 				Name:      "create",
 				Usage:     "make a group of empty disks",

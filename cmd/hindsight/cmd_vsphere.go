@@ -140,11 +140,11 @@ func placeFlags(needDatastore bool) []cli.Flag {
 
 func hwFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.Int64Flag{Name: "memory", Value: 2048, Usage: "memory in MiB"},
-		&cli.IntFlag{Name: "cpus", Value: 2, Usage: "virtual CPUs"},
-		&cli.StringFlag{Name: "guest-id", Usage: "guest OS identifier (default otherGuest64)"},
+		&cli.Int64Flag{Name: "memory", Value: 2048, Usage: "memory in MiB (default: the recorded VM profile, see 'disk set', else 2048)"},
+		&cli.IntFlag{Name: "cpus", Value: 2, Usage: "virtual CPUs (default: the recorded VM profile, else 2)"},
+		&cli.StringFlag{Name: "guest-id", Usage: "guest OS identifier (default: the recorded VM profile, else otherGuest64)"},
 		&cli.StringFlag{Name: "network", Usage: "port group for one vmxnet3 NIC (default: none)"},
-		&cli.StringSliceFlag{Name: "controller", Usage: "disk controller: `KIND` for all disks or DISK=KIND (lsilogic, lsisas, buslogic, pvscsi, sata, nvme)"},
+		&cli.StringSliceFlag{Name: "controller", Usage: "disk controller: `KIND` for all disks or DISK=KIND (lsilogic, lsisas, buslogic, pvscsi, sata, nvme; default: each disk's recorded controller, else lsilogic)"},
 		&cli.BoolFlag{Name: "power-on", Usage: "power the VM on once registered"},
 	}
 }
@@ -158,6 +158,24 @@ func hardware(c *cli.Context) (vsphere.Hardware, error) {
 		return vsphere.Hardware{}, usagef("--memory must be at least 4 (MiB) and --cpus at least 1")
 	}
 	return vsphere.Hardware{MemoryMB: c.Int64("memory"), CPUs: int32(c.Int("cpus")), GuestID: c.String("guest-id"), Network: c.String("network")}, nil
+}
+
+// withProfile fills in what the flags left unset from the VM profile
+// recorded for the source.
+func withProfile(c *cli.Context, hw vsphere.Hardware, p *store.Profile) vsphere.Hardware {
+	if p == nil {
+		return hw
+	}
+	if !c.IsSet("memory") && p.MemoryMB > 0 {
+		hw.MemoryMB = p.MemoryMB
+	}
+	if !c.IsSet("cpus") && p.CPUs > 0 {
+		hw.CPUs = p.CPUs
+	}
+	if !c.IsSet("guest-id") && p.GuestID != "" {
+		hw.GuestID = p.GuestID
+	}
+	return hw
 }
 
 // instantOf resolves SOURCE --at in r with the --controller choices.
@@ -207,6 +225,7 @@ func vsRegister() *cli.Command {
 				if err != nil {
 					return err
 				}
+				hw := withProfile(c, hw, in.Profile)
 				return withVSphere(c, func(cl *vsphere.Client) error {
 					update, done := progress(c, "upload "+in.Source, in.Bytes())
 					res, err := cl.Register(c.Context, in, vsphere.RegisterOptions{Name: c.String("name"), Place: placement(c),
@@ -263,6 +282,7 @@ Hindsight mount it.`,
 				if err != nil {
 					return err
 				}
+				hw := withProfile(c, hw, in.Profile)
 				return withVSphere(c, func(cl *vsphere.Client) error {
 					return cl.ServeInstant(c.Context, r, in, vsphere.InstantOptions{
 						Name: c.String("name"), Place: placement(c), Hardware: hw, PowerOn: c.Bool("power-on"),
