@@ -12,22 +12,7 @@ import (
 // controllerOf is the kind of controller disk hangs on among devices, "" if
 // it is none Hindsight knows.
 func controllerOf(devices []types.BaseVirtualDevice, disk *types.VirtualDisk) string {
-	dev := object.VirtualDeviceList(devices).FindByKey(disk.ControllerKey)
-	switch dev.(type) {
-	case *types.ParaVirtualSCSIController:
-		return "pvscsi"
-	case *types.VirtualLsiLogicController:
-		return "lsilogic"
-	case *types.VirtualLsiLogicSASController:
-		return "lsisas"
-	case *types.VirtualBusLogicController:
-		return "buslogic"
-	case *types.VirtualAHCIController:
-		return "sata"
-	case *types.VirtualNVMEController:
-		return "nvme"
-	}
-	return ""
+	return ControllerKind(object.VirtualDeviceList(devices).FindByKey(disk.ControllerKey))
 }
 
 // recordProfile keeps vm's memory, CPUs and guest type as target's VM
