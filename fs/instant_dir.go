@@ -149,7 +149,7 @@ func (d *instantDir) build(ctx context.Context) ([]instantFile, error) {
 		return nil, fmt.Errorf("bookmarks: %w", err)
 	}
 	var files []instantFile
-	var vmdks []string
+	var vmdks []image.VMXDisk
 	for _, disk := range d.e.disks {
 		raw, err := d.t.src.Image(ctx, disk.Name, d.point.Seq)
 		if err != nil {
@@ -168,12 +168,16 @@ func (d *instantDir) build(ctx context.Context) ([]instantFile, error) {
 				size: f.Size,
 			})
 		}
-		vmdks = append(vmdks, disk.Name+".vmdk")
+		vmdks = append(vmdks, image.VMXDisk{File: disk.Name + ".vmdk", Controller: disk.Controller})
 	}
 	small := func(name string, content []byte) {
 		files = append(files, instantFile{name: name, ino: inode(kindInfo, d.ino, name), r: bytes.NewReader(content), size: int64(len(content))})
 	}
-	small(d.e.name+".vmx", image.VMX(d.e.name, vmdks))
+	var vmx image.VMXOptions
+	if p := d.e.profile; p != nil {
+		vmx = image.VMXOptions{MemoryMB: p.MemoryMB, CPUs: p.CPUs, GuestOS: p.GuestID}
+	}
+	small(d.e.name+".vmx", image.VMX(d.e.name, vmdks, vmx))
 	info, err := json.MarshalIndent(newInfo(d.e, d.point, d.requested, bookmarks, d.bookmark), "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("info: %w", err)

@@ -61,6 +61,7 @@ type entry struct {
 	created time.Time
 	disks   []store.Disk // a disk: itself; a group: its members in order
 	group   bool
+	profile *store.Profile // the VM's recorded shape, if any
 }
 
 // ino hashes the entry's identity, not only its name, so that a disk deleted
@@ -83,10 +84,10 @@ func (t *tree) entries(ctx context.Context) ([]entry, error) {
 	out := make([]entry, 0, len(disks)+len(groups))
 	for _, d := range disks {
 		byName[d.Name] = d
-		out = append(out, entry{name: d.Name, id: d.ID, created: d.Created, disks: []store.Disk{d}})
+		out = append(out, entry{name: d.Name, id: d.ID, created: d.Created, disks: []store.Disk{d}, profile: d.Profile})
 	}
 	for _, g := range groups {
-		e := entry{name: g.Name, id: g.ID, created: g.Created, group: true}
+		e := entry{name: g.Name, id: g.ID, created: g.Created, group: true, profile: g.Profile}
 		for _, dn := range g.Disks {
 			if d, ok := byName[dn]; ok {
 				e.disks = append(e.disks, d)

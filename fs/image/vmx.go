@@ -1,37 +1,89 @@
 package image
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 )
 
-// VMX is a minimal VM configuration naming the given VMDK descriptors, one
-// per SCSI target on LSI Logic controllers (unit 7 is the controller's own),
-// so that an instant directory can be registered as a VM as it is. Memory,
-// CPUs and guest type are placeholders to adjust on registration.
-func VMX(name string, vmdks []string) []byte {
+// VMXDisk is one disk of a VMX: its descriptor and the kind of controller
+// it hangs on (lsilogic, lsisas, buslogic, pvscsi, sata, nvme; "" lsilogic).
+type VMXDisk struct {
+	File       string
+	Controller string
+}
+
+// VMXOptions are the VM's shape; zero values get placeholders to adjust on
+// registration (1024 MiB, 1 CPU, other-64).
+type VMXOptions struct {
+	MemoryMB int64
+	CPUs     int32
+	GuestOS  string
+}
+
+// scsiDev is the virtualDev of each SCSI controller kind.
+var scsiDev = map[string]string{"lsilogic": "lsilogic", "lsisas": "lsisas1068", "buslogic": "buslogic", "pvscsi": "pvscsi"}
+
+// VMX is a minimal VM configuration naming the given disks, so that an
+// instant directory can be registered as a VM as it is. Disks go on one
+// controller per kind, in order: SCSI kinds on scsiN (unit 7 is the
+// controller's own), SATA on sata0, NVMe on nvme0.
+func VMX(name string, disks []VMXDisk, opt VMXOptions) []byte {
 	var b strings.Builder
 	kv := func(k, v string) { fmt.Fprintf(&b, "%s = %q\n", k, v) }
 	kv(".encoding", "UTF-8")
 	kv("config.version", "8")
 	kv("virtualHW.version", "14")
 	kv("displayName", name)
-	kv("guestOS", "other-64")
-	kv("memSize", "1024")
-	kv("numvcpus", "1")
-	for i, f := range vmdks {
-		ctl, unit := i/15, i%15
-		if unit >= 7 {
+	kv("guestOS", cmp.Or(vmxGuest(opt.GuestOS), "other-64"))
+	kv("memSize", fmt.Sprint(cmp.Or(opt.MemoryMB, 1024)))
+	kv("numvcpus", fmt.Sprint(cmp.Or(opt.CPUs, 1)))
+	buses := map[string]string{} // controller kind → bus ("scsi1", "sata0")
+	used := map[string]int{}      // bus → disks on it
+	nscsi := 0
+	for _, d := range disks {
+		kind := cmp.Or(d.Controller, "lsilogic")
+		bus, ok := buses[kind]
+		if !ok || used[bus] >= 15 {
+			switch kind {
+			case "sata", "nvme":
+				bus = kind + "0"
+			default:
+				bus = fmt.Sprintf("scsi%d", nscsi)
+				nscsi++
+				kv(bus+".virtualDev", cmp.Or(scsiDev[kind], "lsilogic"))
+			}
+			kv(bus+".present", "TRUE")
+			buses[kind] = bus
+		}
+		unit := used[bus]
+		used[bus]++
+		if strings.HasPrefix(bus, "scsi") && unit >= 7 {
 			unit++
 		}
-		if unit == 0 {
-			kv(fmt.Sprintf("scsi%d.present", ctl), "TRUE")
-			kv(fmt.Sprintf("scsi%d.virtualDev", ctl), "lsilogic")
-		}
-		dev := fmt.Sprintf("scsi%d:%d", ctl, unit)
+		dev := fmt.Sprintf("%s:%d", bus, unit)
 		kv(dev+".present", "TRUE")
-		kv(dev+".deviceType", "scsi-hardDisk")
-		kv(dev+".fileName", f)
+		if strings.HasPrefix(bus, "scsi") {
+			kv(dev+".deviceType", "scsi-hardDisk")
+		}
+		kv(dev+".fileName", d.File)
 	}
 	return []byte(b.String())
+}
+
+// vmxGuest turns a vSphere guest ID (ubuntu64Guest, windows9_64Guest) into
+// the .vmx form of the same guest (ubuntu-64, windows9-64); the .vmx uses
+// the ID without its "Guest" suffix and with "-64" for 64-bit guests.
+func vmxGuest(id string) string {
+	g, ok := strings.CutSuffix(id, "Guest")
+	if !ok {
+		return id // already a .vmx name, or empty
+	}
+	if base, ok := strings.CutSuffix(g, "_64"); ok {
+		return base + "-64"
+	}
+	if base, ok := strings.CutSuffix(g, "64"); ok && base != "" {
+		return base + "-64"
+	}
+	return g
 }
