@@ -39,7 +39,7 @@ func VMX(name string, disks []VMXDisk, opt VMXOptions) []byte {
 	kv("memSize", fmt.Sprint(cmp.Or(opt.MemoryMB, 1024)))
 	kv("numvcpus", fmt.Sprint(cmp.Or(opt.CPUs, 1)))
 	buses := map[string]string{} // controller kind → bus ("scsi1", "sata0")
-	used := map[string]int{}      // bus → disks on it
+	used := map[string]int{}     // bus → disks on it
 	nscsi := 0
 	for _, d := range disks {
 		kind := cmp.Or(d.Controller, "lsilogic")
