@@ -40,14 +40,15 @@ func VMX(name string, disks []VMXDisk, opt VMXOptions) []byte {
 	kv("numvcpus", fmt.Sprint(cmp.Or(opt.CPUs, 1)))
 	buses := map[string]string{} // controller kind → bus ("scsi1", "sata0")
 	used := map[string]int{}     // bus → disks on it
-	nscsi := 0
+	nscsi, nother := 0, map[string]int{}
 	for _, d := range disks {
 		kind := cmp.Or(d.Controller, "lsilogic")
 		bus, ok := buses[kind]
 		if !ok || used[bus] >= 15 {
 			switch kind {
 			case "sata", "nvme":
-				bus = kind + "0"
+				bus = fmt.Sprintf("%s%d", kind, nother[kind])
+				nother[kind]++
 			default:
 				bus = fmt.Sprintf("scsi%d", nscsi)
 				nscsi++
