@@ -76,7 +76,7 @@ func Owner(r *store.Repo, name string) (store.Disk, error) {
 	}
 	g, gerr := r.Group(name)
 	if errors.Is(gerr, store.ErrUnknownGroup) {
-		return store.Disk{}, err
+		return store.Disk{}, fmt.Errorf("%w: %q is neither a disk nor a group (list them with 'hindsight disk list' and 'hindsight group list')", store.ErrUnknownDisk, name)
 	}
 	return g.Handle(), gerr
 }

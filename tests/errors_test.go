@@ -18,6 +18,8 @@ func TestCLIErrors(t *testing.T) {
 	img := filepath.Join(t.TempDir(), "img")
 	os.WriteFile(img, make([]byte, 1<<20), 0o600)
 	ok(t, "--repo", repo, "import", "web", img, "--at", "2026-11-25T10:00:00Z")
+	ok(t, "--repo", repo, "disk", "create", "empty", "--size", "1M")
+	ok(t, "--repo", repo, "group", "create", "vm", "empty")
 	before := ok(t, "--repo", repo, "--json", "points", "web")
 	small := filepath.Join(t.TempDir(), "small")
 	os.WriteFile(small, make([]byte, 4096), 0o600)
@@ -45,6 +47,11 @@ func TestCLIErrors(t *testing.T) {
 		{"unknown format", []string{"--repo", repo, "export", "web", "--format", "qcow9", "--out", "x"}, 2, "raw, vmdk"},
 		{"export over a file", []string{"--repo", repo, "export", "web", "--out", img}, 4, "--force"},
 		{"vmdk to stdout", []string{"--repo", repo, "export", "web", "--format", "vmdk", "--out", "-"}, 2, "NAME.vmdk"},
+		{"nbd off loopback without TLS", []string{"--repo", repo, "serve-nbd", "web", "--listen", "0.0.0.0:0"}, 2, "--tls-client-ca"},
+		{"nbd client CA without TLS", []string{"--repo", repo, "serve-nbd", "web", "--tls-client-ca", img}, 2, "needs --tls-cert"},
+		{"group where a disk is needed", []string{"--repo", repo, "export", "vm", "--out", "x"}, 3, "is a group"},
+		{"disk with history joins a group", []string{"--repo", repo, "group", "add", "vm", "web"}, 2, "only while empty"},
+		{"unknown group", []string{"--repo", repo, "bookmarks", "nogroup"}, 3, "neither a disk nor a group"},
 	}
 	for _, c := range cases {
 		r := hs(t, c.args...)

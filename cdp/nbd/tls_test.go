@@ -78,6 +78,26 @@ func testPKI(t *testing.T) (dir string, server, client *tls.Config) {
 	writePEM("ca-cert.pem", "CERTIFICATE", caDER)
 	writePEM("server-cert.pem", "CERTIFICATE", der)
 	writePEM("server-key.pem", "PRIVATE KEY", keyDER)
+	// A client certificate, which qemu and libnbd present when the server asks.
+	ckey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "backup-host"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	cder, err := x509.CreateCertificate(rand.Reader, ctmpl, caCert, &ckey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ckeyDER, err := x509.MarshalPKCS8PrivateKey(ckey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writePEM("client-cert.pem", "CERTIFICATE", cder)
+	writePEM("client-key.pem", "PRIVATE KEY", ckeyDER)
 
 	pool := x509.NewCertPool()
 	pool.AddCert(caCert)
@@ -153,4 +173,67 @@ func TestTLS(t *testing.T) {
 	c = dialRaw(t, addr)
 	c.option(optExportName, []byte("disk"))
 	c.expectClosed()
+}
+
+// TestTLSClientCertificates: with client certificates required (serve-nbd
+// --tls-client-ca), qemu-io and nbdinfo presenting one get in; a client
+// without one, or with one from another CA, never reaches an export.
+func TestTLSClientCertificates(t *testing.T) {
+	pki, serverTLS, clientTLS := testPKI(t)
+	caPEM, err := os.ReadFile(filepath.Join(pki, "ca-cert.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverTLS.ClientCAs = x509.NewCertPool()
+	serverTLS.ClientCAs.AppendCertsFromPEM(caPEM)
+	serverTLS.ClientAuth = tls.RequireAndVerifyClientCert
+	d := newMemDisk(t, 8*mib)
+	opt := exports(map[string]*memDisk{"disk": d})
+	opt.TLS = serverTLS
+	addr := startServer(t, opt)
+	host, port, _ := net.SplitHostPort(addr)
+
+	qemuIO(t, true,
+		"--object", "tls-creds-x509,id=tls0,endpoint=client,dir="+pki,
+		"--image-opts", "driver=nbd,host="+host+",port="+port+",export=disk,tls-creds=tls0",
+		"-c", "write -P 0x5a 0 64k", "-c", "flush")
+	if data, _ := d.snapshot(); !bytes.Equal(data[:64<<10], fill(64<<10, 0x5a)) {
+		t.Fatal("write with a client certificate not in the model")
+	}
+	if info := nbdinfo(t, "--json", "nbds://"+addr+"/disk?tls-certificates="+pki); !info.TLS {
+		t.Fatalf("nbdinfo with a client certificate: %+v", info)
+	}
+
+	// Without a client certificate: qemu's directory minus the client files.
+	bare := t.TempDir()
+	for _, f := range []string{"ca-cert.pem"} {
+		b, _ := os.ReadFile(filepath.Join(pki, f))
+		os.WriteFile(filepath.Join(bare, f), b, 0o600)
+	}
+	_, before := d.snapshot()
+	qemuIO(t, false,
+		"--object", "tls-creds-x509,id=tls0,endpoint=client,dir="+bare,
+		"--image-opts", "driver=nbd,host="+host+",port="+port+",export=disk,tls-creds=tls0",
+		"-c", "write -P 0x01 0 4k")
+	// A certificate from another CA.
+	otherDir, _, _ := testPKI(t)
+	qemuIO(t, false,
+		"--object", "tls-creds-x509,id=tls0,endpoint=client,dir="+otherDir,
+		"--image-opts", "driver=nbd,host="+host+",port="+port+",export=disk,tls-creds=tls0",
+		"-c", "write -P 0x02 0 4k")
+	if _, after := d.snapshot(); len(after) != len(before) {
+		t.Fatalf("clients without a valid certificate reached the backend: %q", after[len(before):])
+	}
+	// A Go client without a certificate fails the handshake.
+	c := dialRaw(t, addr)
+	c.option(optStartTLS, nil)
+	if _, typ, _ := c.optReply(); typ != repAck {
+		t.Fatalf("STARTTLS: %#x", typ)
+	}
+	tc := tls.Client(c.nc, clientTLS)
+	if err := tc.Handshake(); err == nil {
+		if _, err = tc.Read(make([]byte, 1)); err == nil {
+			t.Fatal("a client without a certificate completed TLS")
+		}
+	}
 }

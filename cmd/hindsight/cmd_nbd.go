@@ -2,8 +2,10 @@ package main
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
+	"os"
 	"sort"
 	"strings"
 
@@ -30,24 +32,28 @@ across them:
 
 Writes are journaled as in 'protect'; NBD FLUSH and FUA return once everything
 acknowledged before is durable. Requests must be aligned to 512-byte sectors.
-Listening beyond loopback needs TLS (--tls-cert and --tls-key): the disks hold
+Listening beyond loopback needs TLS (--tls-cert and --tls-key) and client
+certificates signed by --tls-client-ca (each client's certificate is its token;
+qemu and libnbd read client-cert.pem and client-key.pem from their TLS
+directory): the disks hold
 customers' data.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:10809", Usage: "address to listen on"},
 			&cli.StringFlag{Name: "tls-cert", Usage: "PEM certificate; with --tls-key, clients must use TLS"},
 			&cli.StringFlag{Name: "tls-key", Usage: "PEM private key of --tls-cert"},
+			&cli.StringFlag{Name: "tls-client-ca", Usage: "PEM `CA` whose certificates clients must present (needs --tls-cert)"},
 			&cli.DurationFlag{Name: "sync-interval", Value: defaultSyncInterval, Usage: "sync and publish the journal this often"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() < 1 {
 				return usagef("serve-nbd takes one or more DISKs; see 'hindsight serve-nbd --help'")
 			}
-			tlsConf, err := serverTLS(c.String("tls-cert"), c.String("tls-key"))
+			tlsConf, err := serverTLS(c.String("tls-cert"), c.String("tls-key"), c.String("tls-client-ca"))
 			if err != nil {
 				return err
 			}
-			if tlsConf == nil && !isLoopback(c.String("listen")) {
-				return usagef("--listen %s is not a loopback address: give --tls-cert and --tls-key", c.String("listen"))
+			if (tlsConf == nil || tlsConf.ClientCAs == nil) && !isLoopback(c.String("listen")) {
+				return usagef("--listen %s is not a loopback address: give --tls-cert, --tls-key and --tls-client-ca", c.String("listen"))
 			}
 			return withRepo(c, false, func(r *store.Repo) error {
 				devs := map[string]*cdp.Device{}
@@ -104,8 +110,11 @@ customers' data.`,
 	}
 }
 
-func serverTLS(cert, key string) (*tls.Config, error) {
+func serverTLS(cert, key, clientCA string) (*tls.Config, error) {
 	if cert == "" && key == "" {
+		if clientCA != "" {
+			return nil, usagef("--tls-client-ca needs --tls-cert and --tls-key")
+		}
 		return nil, nil
 	}
 	if cert == "" || key == "" {
@@ -115,7 +124,19 @@ func serverTLS(cert, key string) (*tls.Config, error) {
 	if err != nil {
 		return nil, usagef("load TLS certificate: %v", err)
 	}
-	return &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, nil
+	conf := &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	if clientCA != "" {
+		pem, err := os.ReadFile(clientCA)
+		if err != nil {
+			return nil, usageErr(err)
+		}
+		conf.ClientCAs = x509.NewCertPool()
+		if !conf.ClientCAs.AppendCertsFromPEM(pem) {
+			return nil, usagef("--tls-client-ca %s: no PEM certificate in it", clientCA)
+		}
+		conf.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return conf, nil
 }
 
 func isLoopback(addr string) bool {
