@@ -20,10 +20,10 @@ import (
 func cmdProtect() *cli.Command {
 	return &cli.Command{
 		Name:      "protect",
-		Usage:     "present DISK as a writable file whose every write is journaled",
-		ArgsUsage: "DISK",
+		Usage:     "present DISK (every disk of GROUP) as a writable file whose every write is journaled",
+		ArgsUsage: "DISK|GROUP",
 		Description: `Mounts DIR/DISK.img, a file the size of the disk that losetup, QEMU or any program
-uses as the disk. Every write is journaled, in order, as a point of its own; fsync and
+uses as the disk; for a GROUP, one such file per disk, all on the group's timeline. Every write is journaled, in order, as a point of its own; fsync and
 close return once everything written before is durable. Writes must be aligned to
 512-byte sectors and lie within the disk.
 
@@ -50,18 +50,38 @@ was never fsynced. Ends on Ctrl-C, SIGTERM or 'umount DIR' (detach loop devices 
 			if c.Duration("sync-interval") <= 0 {
 				return usagef("--sync-interval must be positive")
 			}
-			return withDisk(c, 1, "a DISK", false, func(r *store.Repo, d store.Disk) error {
-				dev := cdp.NewDevice(r, d, "tap")
-				if path := c.String("backing"); path != "" {
-					f, err := openBacking(c, r, d, path)
-					if err != nil {
-						return err
-					}
-					defer f.Close()
-					dev.Backed(f)
+			if err := needArgs(c, 1, "a DISK or GROUP"); err != nil {
+				return err
+			}
+			return withRepo(c, false, func(r *store.Repo) error {
+				_, disks, err := r.Members(c.Args().First())
+				if err != nil {
+					return err
 				}
-				return serveDevice(c, r, dev, func(ctx context.Context) (*fusesrv.Server, error) {
-					return tap.Mount(ctx, c.String("mount"), d.Name+".img", dev, tap.Options{
+				if len(disks) == 0 {
+					return usagef("group %q has no disks yet (hindsight disk create NAME --size S --group %s)", c.Args().First(), c.Args().First())
+				}
+				path := c.String("backing")
+				if path != "" && len(disks) > 1 {
+					return usagef("--backing protects one disk; a group's disks each need their own")
+				}
+				var devs []*cdp.Device
+				var files []tap.File
+				for _, d := range disks {
+					dev := cdp.NewDevice(r, d, "tap")
+					if path != "" {
+						f, err := openBacking(c, r, d, path)
+						if err != nil {
+							return err
+						}
+						defer f.Close()
+						dev.Backed(f)
+					}
+					devs = append(devs, dev)
+					files = append(files, tap.File{Name: d.Name + ".img", Dev: dev})
+				}
+				return serveDevices(c, r, devs, func(ctx context.Context) (*fusesrv.Server, error) {
+					return tap.MountAll(ctx, c.String("mount"), files, tap.Options{
 						AllowOther: c.Bool("allow-other"), Debug: c.Bool("fuse-debug"), Logf: stderrf,
 					})
 				})
@@ -94,9 +114,10 @@ func openBacking(c *cli.Context, r *store.Repo, d store.Disk, path string) (*os.
 	return f, nil
 }
 
-// serveDevice runs a capture front end until a signal or an unmount, syncing
-// and publishing the journal meanwhile, and syncs a last time before it returns.
-func serveDevice(c *cli.Context, r *store.Repo, dev *cdp.Device, mount func(context.Context) (*fusesrv.Server, error)) error {
+// serveDevices runs a capture front end until a signal or an unmount,
+// syncing and publishing the journal meanwhile, and syncs a last time
+// before it returns.
+func serveDevices(c *cli.Context, r *store.Repo, devs []*cdp.Device, mount func(context.Context) (*fusesrv.Server, error)) error {
 	ctx, cancel := context.WithCancel(c.Context)
 	defer cancel()
 	ctl, err := control.Listen(r.Dir(), control.Local{R: r})
@@ -109,11 +130,15 @@ func serveDevice(c *cli.Context, r *store.Repo, dev *cdp.Device, mount func(cont
 		return err
 	}
 	dir := c.String("mount")
-	fmt.Fprintf(c.App.ErrWriter, "protecting %s at %s; Ctrl-C or 'umount %s' ends it\n",
-		dev.Disk().Name, filepath.Join(dir, dev.Disk().Name+".img"), dir)
+	for _, dev := range devs {
+		fmt.Fprintf(c.App.ErrWriter, "protecting %s at %s\n", dev.Disk().Name, filepath.Join(dir, dev.Disk().Name+".img"))
+	}
+	fmt.Fprintf(c.App.ErrWriter, "Ctrl-C or 'umount %s' ends it\n", dir)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ctl.Serve(gctx) })
-	g.Go(func() error { return dev.Run(gctx, c.Duration("sync-interval")) })
+	for _, dev := range devs {
+		g.Go(func() error { return dev.Run(gctx, c.Duration("sync-interval")) })
+	}
 	g.Go(func() error {
 		stopped := make(chan struct{})
 		go func() { srv.Wait(); close(stopped) }()
@@ -126,8 +151,10 @@ func serveDevice(c *cli.Context, r *store.Repo, dev *cdp.Device, mount func(cont
 		}
 	})
 	err = g.Wait()
-	if ferr := dev.Flush(); err == nil {
-		err = ferr
+	for _, dev := range devs {
+		if ferr := dev.Flush(); err == nil {
+			err = ferr
+		}
 	}
 	return err
 }

@@ -1,6 +1,7 @@
 // Package tap presents a protected disk as one writable file on a FUSE mount,
 // <mount>/<disk>.img, that losetup, QEMU or any program uses like a disk: the
-// capture front end of DESIGN.md. The caller names the file (vSphere instant
+// capture front end of DESIGN.md. A consistency group's disks are files of
+// one mount (MountAll), journaled by one process on one timeline. The caller names the file (vSphere instant
 // recovery serves <disk>-flat.vmdk) and may add small read-only files beside
 // it (that disk's VMDK descriptor). Reads show the newest state; each write is
 // handed to the Device, which journals it before the write returns; fsync and
@@ -50,6 +51,18 @@ type Options struct {
 
 // Mount serves dev as dir/name until ctx ends or the returned server is unmounted.
 func Mount(ctx context.Context, dir, name string, dev Device, opt Options) (*fusesrv.Server, error) {
+	return MountAll(ctx, dir, []File{{Name: name, Dev: dev}}, opt)
+}
+
+// File is one disk file of a mount.
+type File struct {
+	Name string
+	Dev  Device
+}
+
+// MountAll serves several disks, each as dir/Name: the disks of a
+// consistency group, whose writes one process must journal.
+func MountAll(ctx context.Context, dir string, files []File, opt Options) (*fusesrv.Server, error) {
 	mode := uint32(0o600)
 	if opt.AllowOther {
 		mode = 0o666
@@ -58,31 +71,43 @@ func Mount(ctx context.Context, dir, name string, dev Device, opt Options) (*fus
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	f := &file{dev: dev, mode: mode, logf: logf, mtime: time.Now()}
-	root := &root{name: name, file: f, extra: opt.Files, mode: mode &^ 0o222}
+	root := &root{extra: opt.Files, mode: mode &^ 0o222, mtime: time.Now()}
+	for _, f := range files {
+		root.files = append(root.files, named{f.Name, &file{dev: f.Dev, mode: mode, logf: logf, mtime: root.mtime}})
+	}
 	return fusesrv.Mount(ctx, dir, root, fusesrv.Config{Name: "hindsight-tap", AllowOther: opt.AllowOther, Debug: opt.Debug, Logf: logf})
+}
+
+type named struct {
+	name string
+	file *file
 }
 
 type root struct {
 	fs.Inode
-	name  string
-	file  *file
+	files []named
 	extra map[string][]byte
 	mode  uint32
+	mtime time.Time
 }
 
 var _ = (fs.NodeOnAdder)((*root)(nil))
 
 func (r *root) OnAdd(ctx context.Context) {
-	r.AddChild(r.name, r.NewPersistentInode(ctx, r.file, fs.StableAttr{Mode: syscall.S_IFREG, Ino: 2}), false)
+	ino := uint64(2)
+	for _, f := range r.files {
+		r.AddChild(f.name, r.NewPersistentInode(ctx, f.file, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino}), false)
+		ino++
+	}
 	names := make([]string, 0, len(r.extra))
 	for n := range r.extra {
 		names = append(names, n)
 	}
 	slices.Sort(names) // stable inode numbers
-	for i, n := range names {
-		ro := &roFile{data: r.extra[n], mode: r.mode, mtime: r.file.mtime}
-		r.AddChild(n, r.NewPersistentInode(ctx, ro, fs.StableAttr{Mode: syscall.S_IFREG, Ino: uint64(3 + i)}), false)
+	for _, n := range names {
+		ro := &roFile{data: r.extra[n], mode: r.mode, mtime: r.mtime}
+		r.AddChild(n, r.NewPersistentInode(ctx, ro, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino}), false)
+		ino++
 	}
 }
 
@@ -167,9 +192,9 @@ func (f *file) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		return nil, 0, syscall.EPERM
 	}
 	// Direct I/O: a write goes from the caller's pages straight into the
-	// request, not through a page-cache copy first (twice the sequential
-	// write rate, BenchmarkTapWrite1M), and the disk is not cached twice
-	// (loop devices and guests cache above it). The file cannot be mmapped.
+	// request, not through a page-cache copy first, and the disk is not
+	// cached twice (loop devices and guests cache above it). The file
+	// cannot be mmapped.
 	return nil, fuse.FOPEN_DIRECT_IO, 0
 }
 
