@@ -14,6 +14,7 @@ type proc struct {
 	cmd    *exec.Cmd
 	done   chan struct{}
 	err    error // valid once done is closed
+	stdout syncBuffer
 	stderr syncBuffer
 }
 
@@ -41,7 +42,7 @@ func (s *syncBuffer) String() string {
 func start(t *testing.T, after func(), args ...string) *proc {
 	t.Helper()
 	p := &proc{cmd: exec.Command(hsBin, args...), done: make(chan struct{})}
-	p.cmd.Stderr = &p.stderr
+	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

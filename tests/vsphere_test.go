@@ -161,8 +161,8 @@ func TestVSphereE2E(t *testing.T) {
 	begin := time.Now()
 	p := start(t, nil, "--repo", repo, "vsphere", "instant", "web", "--at", at, "--name", "web-instant", "--pool", pool,
 		"--nfs-datastore", "hindsight-nfs", "--nfs-dir", nfs, "--nfs-host", "127.0.0.1", "--nfs-local-path", nfs, "--power-on")
-	vmx := filepath.Join(nfs, "web-instant", "web-instant.vmx")
-	p.waitUntil(t, "instant VM", func() bool { _, err := os.Stat(vmx); return err == nil })
+	// Ready once registered and powered on: it says so on stdout.
+	p.waitUntil(t, "instant VM", func() bool { return strings.Contains(p.stdout.String(), "registered from") })
 	t.Logf("instant VM registered %s after the command started", time.Since(begin))
 	flat := filepath.Join(nfs, "web-instant", "web-os", "web-os-flat.vmdk")
 	run(t, "qemu-img", "check", filepath.Join(nfs, "web-instant", "web-os", "web-os.vmdk"))
@@ -196,10 +196,7 @@ func TestVSphereE2E(t *testing.T) {
 	// instant process ends, and the clones are dropped.
 	p = start(t, nil, "--repo", repo, "vsphere", "instant", "web", "--at", at, "--name", "web-mig", "--pool", pool,
 		"--nfs-datastore", "hindsight-nfs", "--nfs-dir", nfs, "--nfs-host", "127.0.0.1", "--nfs-local-path", nfs, "--power-on")
-	p.waitUntil(t, "instant VM to migrate", func() bool {
-		_, err := os.Stat(filepath.Join(nfs, "web-mig", "web-mig.vmx"))
-		return err == nil
-	})
+	p.waitUntil(t, "instant VM to migrate", func() bool { return strings.Contains(p.stdout.String(), "registered from") })
 	f, err = os.OpenFile(filepath.Join(nfs, "web-mig", "web-os", "web-os-flat.vmdk"), os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
