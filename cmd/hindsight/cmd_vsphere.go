@@ -160,6 +160,26 @@ func hardware(c *cli.Context) (vsphere.Hardware, error) {
 	return vsphere.Hardware{MemoryMB: c.Int64("memory"), CPUs: int32(c.Int("cpus")), GuestID: c.String("guest-id"), Network: c.String("network")}, nil
 }
 
+// withSource runs fn on the instant of SOURCE --at, the VM hardware from
+// the flags and the recorded profile, and a vSphere connection.
+func withSource(c *cli.Context, readOnly bool, fn func(r *store.Repo, in vsphere.Instant, hw vsphere.Hardware, cl *vsphere.Client) error) error {
+	hw, err := hardware(c)
+	if err != nil {
+		return err
+	}
+	if err := needArgs(c, 1, "a SOURCE (disk or group)"); err != nil {
+		return err
+	}
+	return withRepo(c, readOnly, func(r *store.Repo) error {
+		in, err := instantOf(c, r)
+		if err != nil {
+			return err
+		}
+		hw := withProfile(c, hw, in.Profile)
+		return withVSphere(c, func(cl *vsphere.Client) error { return fn(r, in, hw, cl) })
+	})
+}
+
 // withProfile fills in what the flags left unset from the VM profile
 // recorded for the source.
 func withProfile(c *cli.Context, hw vsphere.Hardware, p *store.Profile) vsphere.Hardware {
@@ -213,34 +233,20 @@ func vsRegister() *cli.Command {
 			&cli.BoolFlag{Name: "replace", Usage: "unregister a VM of that name that Hindsight made, and delete its files, first"},
 		}, placeFlags(true)...), hwFlags()...),
 		Action: func(c *cli.Context) error {
-			hw, err := hardware(c)
-			if err != nil {
-				return err
-			}
-			if err := needArgs(c, 1, "a SOURCE (disk or group)"); err != nil {
-				return err
-			}
-			return withRepo(c, true, func(r *store.Repo) error {
-				in, err := instantOf(c, r)
+			return withSource(c, true, func(r *store.Repo, in vsphere.Instant, hw vsphere.Hardware, cl *vsphere.Client) error {
+				update, done := progress(c, "upload "+in.Source, in.Bytes())
+				res, err := cl.Register(c.Context, in, vsphere.RegisterOptions{Name: c.String("name"), Place: placement(c),
+					Hardware: hw, PowerOn: c.Bool("power-on"), Replace: c.Bool("replace"), Progress: update})
+				done()
 				if err != nil {
 					return err
 				}
-				hw := withProfile(c, hw, in.Profile)
-				return withVSphere(c, func(cl *vsphere.Client) error {
-					update, done := progress(c, "upload "+in.Source, in.Bytes())
-					res, err := cl.Register(c.Context, in, vsphere.RegisterOptions{Name: c.String("name"), Place: placement(c),
-						Hardware: hw, PowerOn: c.Bool("power-on"), Replace: c.Bool("replace"), Progress: update})
-					done()
-					if err != nil {
-						return err
-					}
-					var b strings.Builder
-					fmt.Fprintf(&b, "VM %s registered from %s at %s (seq %d): %s\n", res.VM, in.Source, fmtTime(in.Time), in.Seq, res.VMX)
-					for _, d := range res.Disks {
-						fmt.Fprintf(&b, "  %s on %s: %s (blake3 %s)\n", d.Disk, d.Controller, d.Descriptor, d.BLAKE3)
-					}
-					return output(c, res, b.String())
-				})
+				var b strings.Builder
+				fmt.Fprintf(&b, "VM %s registered from %s at %s (seq %d): %s\n", res.VM, in.Source, fmtTime(in.Time), in.Seq, res.VMX)
+				for _, d := range res.Disks {
+					fmt.Fprintf(&b, "  %s on %s: %s (blake3 %s)\n", d.Disk, d.Controller, d.Descriptor, d.BLAKE3)
+				}
+				return output(c, res, b.String())
 			})
 		},
 	}
@@ -270,30 +276,16 @@ Hindsight mount it.`,
 			&cli.BoolFlag{Name: "fuse-debug", Usage: "log every FUSE request to stderr"},
 		}, placeFlags(false)[1:]...), hwFlags()...),
 		Action: func(c *cli.Context) error {
-			hw, err := hardware(c)
-			if err != nil {
-				return err
-			}
-			if err := needArgs(c, 1, "a SOURCE (disk or group)"); err != nil {
-				return err
-			}
-			return withRepo(c, false, func(r *store.Repo) error {
-				in, err := instantOf(c, r)
-				if err != nil {
-					return err
-				}
-				hw := withProfile(c, hw, in.Profile)
-				return withVSphere(c, func(cl *vsphere.Client) error {
-					return cl.ServeInstant(c.Context, r, in, vsphere.InstantOptions{
-						Name: c.String("name"), Place: placement(c), Hardware: hw, PowerOn: c.Bool("power-on"),
-						NFS: vsphere.NFS{Datastore: c.String("nfs-datastore"), Dir: c.String("nfs-dir"), RemoteHost: c.String("nfs-host"),
-							RemotePath: c.String("nfs-path"), LocalPath: c.String("nfs-local-path")},
-						SyncInterval: c.Duration("sync-interval"), AllowOther: c.Bool("allow-other"), FuseDebug: c.Bool("fuse-debug"),
-						Ready: func(rd vsphere.InstantReady) {
-							output(c, rd, fmt.Sprintf("VM %s registered from %s in %s (clones %s of %s at %s); 'hindsight vsphere instant-end %s' ends it\n",
-								rd.VM, rd.VMX, rd.Elapsed.Round(time.Millisecond), strings.Join(rd.Clones, ", "), rd.Source, fmtTime(rd.Time), rd.VM))
-						},
-					})
+			return withSource(c, false, func(r *store.Repo, in vsphere.Instant, hw vsphere.Hardware, cl *vsphere.Client) error {
+				return cl.ServeInstant(c.Context, r, in, vsphere.InstantOptions{
+					Name: c.String("name"), Place: placement(c), Hardware: hw, PowerOn: c.Bool("power-on"),
+					NFS: vsphere.NFS{Datastore: c.String("nfs-datastore"), Dir: c.String("nfs-dir"), RemoteHost: c.String("nfs-host"),
+						RemotePath: c.String("nfs-path"), LocalPath: c.String("nfs-local-path")},
+					SyncInterval: c.Duration("sync-interval"), AllowOther: c.Bool("allow-other"), FuseDebug: c.Bool("fuse-debug"),
+					Ready: func(rd vsphere.InstantReady) {
+						output(c, rd, fmt.Sprintf("VM %s registered from %s in %s (clones %s of %s at %s); 'hindsight vsphere instant-end %s' ends it\n",
+							rd.VM, rd.VMX, rd.Elapsed.Round(time.Millisecond), strings.Join(rd.Clones, ", "), rd.Source, fmtTime(rd.Time), rd.VM))
+					},
 				})
 			})
 		},
