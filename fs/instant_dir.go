@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"sort"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -184,9 +183,13 @@ func (d *instantDir) build(ctx context.Context) ([]instantFile, error) {
 	}
 	small(infoName, append(info, '\n'))
 	if d.bookmark != nil {
+		taken := map[string]bool{}
+		for _, f := range files {
+			taken[f.name] = true
+		}
 		names := make([]string, 0, len(d.bookmark.Files))
 		for name := range d.bookmark.Files {
-			if validName(name) && name != infoName && !strings.HasSuffix(name, ".vmx") {
+			if validName(name) && !taken[name] { // never shadow an image or info.json
 				names = append(names, name)
 			}
 		}

@@ -468,7 +468,7 @@ func TestBookmarkFiles(t *testing.T) {
 	src.mu.Lock()
 	d := src.mustDisk("vm1")
 	d.bookmarks = append(d.bookmarks, store.Bookmark{Name: "nightly", Disk: "vm1", Seq: f.p[2].Seq, Time: f.p[2].Time,
-		Kind: store.KindApplication, Files: map[string]string{"backup_label": "START WAL LOCATION: 0/2000028\n", "../x": "no"}})
+		Kind: store.KindApplication, Files: map[string]string{"backup_label": "START WAL LOCATION: 0/2000028\n", "../x": "no", "vm1.vmdk": "no", "info.json": "no"}})
 	src.mu.Unlock()
 	mnt := testMount(t, src, Options{Now: f.clock()})
 	dir := filepath.Join(mnt, "vm1", "bookmarks", "nightly")
