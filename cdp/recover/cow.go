@@ -93,8 +93,15 @@ func (c *cow) WriteAt(p []byte, off int64) (int, error) {
 }
 
 func (c *cow) Zero(off, n int64) error {
-	_, err := c.WriteAt(make([]byte, n), off)
-	return err
+	zeros := make([]byte, min(n, 1<<20))
+	for n > 0 {
+		k := min(n, int64(len(zeros)))
+		if _, err := c.WriteAt(zeros[:k], off); err != nil {
+			return err
+		}
+		off, n = off+k, n-k
+	}
+	return nil
 }
 
 // Flush has nothing to make durable: the clone is thrown away.
