@@ -49,19 +49,20 @@ func (c *cow) Size() int64 { return c.size }
 
 func (c *cow) isWritten(s int64) bool { return c.written[s/64]&(1<<(s%64)) != 0 }
 
-// ReadAt reads runs of sectors from the scratch file or the base.
+// ReadAt reads runs of sectors from the scratch file or the base; any
+// offset and length within the clone.
 func (c *cow) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 || off%sector != 0 || len(p)%sector != 0 || off+int64(len(p)) > c.size {
+	if off < 0 || off+int64(len(p)) > c.size {
 		return 0, fmt.Errorf("cow: read of %d at %d: %w", len(p), off, os.ErrInvalid)
 	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	for i := int64(0); i < int64(len(p)); {
-		s := (off + i) / sector
-		w := c.isWritten(s)
-		j := i + sector
-		for j < int64(len(p)) && c.isWritten((off+j)/sector) == w {
-			j += sector
+	end := int64(len(p))
+	for i := int64(0); i < end; {
+		w := c.isWritten((off + i) / sector)
+		j := min(end, ((off+i)/sector+1)*sector-off) // to the end of this sector
+		for j < end && c.isWritten((off+j)/sector) == w {
+			j = min(end, j+sector)
 		}
 		var err error
 		if w {
