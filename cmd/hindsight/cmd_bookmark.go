@@ -29,9 +29,8 @@ at one journal position. Works beside a running 'protect' or 'serve-nbd', which 
 order: the postgres agent (a non-exclusive backup: it blocks nothing), the hooks in
 --hooks DIR in name order (HINDSIGHT_PHASE=freeze), the exec agent, fsfreeze; then the
 bookmark is placed at the newest durable write, and everything frozen is thawed in
-reverse order, always: on a failed or hung
-freeze (killed at --timeout), on Ctrl-C or SIGTERM. A failed freeze refuses the
-bookmark (exit 1); the report (hooks' output, times, PostgreSQL's backup_label) is kept
+reverse order, always: on a failed or hung freeze (killed at --timeout), on Ctrl-C or
+SIGTERM. A failed freeze refuses the bookmark (exit 1); the report (hooks' output, times, PostgreSQL's backup_label) is kept
 with the bookmark, shown in its info.json, and printed with --json.
 
   hindsight bookmark db-vm nightly --consistency application --hooks /etc/hindsight/hooks.d
