@@ -115,12 +115,9 @@ func TestTLS(t *testing.T) {
 	opt := exports(map[string]*memDisk{"disk": d})
 	opt.TLS = serverTLS
 	addr := startServer(t, opt)
-	host, port, _ := net.SplitHostPort(addr)
 
 	// qemu-io with x509 credentials.
-	qemuIO(t, true,
-		"--object", "tls-creds-x509,id=tls0,endpoint=client,dir="+pki,
-		"--image-opts", "driver=nbd,host="+host+",port="+port+",export=disk,tls-creds=tls0",
+	qemuTLS(t, true, pki, addr,
 		"-c", "write -P 0x3c 0 1M", "-c", "read -P 0x3c 0 1M", "-c", "flush")
 	if data, _ := d.snapshot(); !bytes.Equal(data[:mib], fill(mib, 0x3c)) {
 		t.Fatal("TLS write not in the model")
@@ -191,11 +188,8 @@ func TestTLSClientCertificates(t *testing.T) {
 	opt := exports(map[string]*memDisk{"disk": d})
 	opt.TLS = serverTLS
 	addr := startServer(t, opt)
-	host, port, _ := net.SplitHostPort(addr)
 
-	qemuIO(t, true,
-		"--object", "tls-creds-x509,id=tls0,endpoint=client,dir="+pki,
-		"--image-opts", "driver=nbd,host="+host+",port="+port+",export=disk,tls-creds=tls0",
+	qemuTLS(t, true, pki, addr,
 		"-c", "write -P 0x5a 0 64k", "-c", "flush")
 	if data, _ := d.snapshot(); !bytes.Equal(data[:64<<10], fill(64<<10, 0x5a)) {
 		t.Fatal("write with a client certificate not in the model")
@@ -211,15 +205,11 @@ func TestTLSClientCertificates(t *testing.T) {
 		os.WriteFile(filepath.Join(bare, f), b, 0o600)
 	}
 	_, before := d.snapshot()
-	qemuIO(t, false,
-		"--object", "tls-creds-x509,id=tls0,endpoint=client,dir="+bare,
-		"--image-opts", "driver=nbd,host="+host+",port="+port+",export=disk,tls-creds=tls0",
+	qemuTLS(t, false, bare, addr,
 		"-c", "write -P 0x01 0 4k")
 	// A certificate from another CA.
 	otherDir, _, _ := testPKI(t)
-	qemuIO(t, false,
-		"--object", "tls-creds-x509,id=tls0,endpoint=client,dir="+otherDir,
-		"--image-opts", "driver=nbd,host="+host+",port="+port+",export=disk,tls-creds=tls0",
+	qemuTLS(t, false, otherDir, addr,
 		"-c", "write -P 0x02 0 4k")
 	if _, after := d.snapshot(); len(after) != len(before) {
 		t.Fatalf("clients without a valid certificate reached the backend: %q", after[len(before):])
@@ -236,4 +226,15 @@ func TestTLSClientCertificates(t *testing.T) {
 			t.Fatal("a client without a certificate completed TLS")
 		}
 	}
+}
+
+// qemuTLS runs qemu-io with commands against export "disk" at addr over TLS,
+// with the x509 credentials (and client certificate, if any) in dir.
+func qemuTLS(t *testing.T, wantOK bool, dir, addr string, cmds ...string) string {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(addr)
+	return qemuIO(t, wantOK, append([]string{
+		"--object", "tls-creds-x509,id=tls0,endpoint=client,dir=" + dir,
+		"--image-opts", "driver=nbd,host=" + host + ",port=" + port + ",export=disk,tls-creds=tls0",
+	}, cmds...)...)
 }
