@@ -45,7 +45,7 @@ func (t *teardown) run(ctx context.Context, cause error) error {
 	}
 	if len(t.servers) == 0 { // another process served them and died: lazy-unmount leftovers
 		for _, d := range st.Disks {
-			if d.Mount != "" && isMountPoint(d.Mount) {
+			if d.Mount != "" && fusesrv.IsMountPoint(d.Mount) {
 				errs = append(errs, unix.Unmount(d.Mount, unix.MNT_DETACH))
 			}
 		}
@@ -136,17 +136,4 @@ func removeLocal(st *instantState) error {
 		errs = append(errs, fmt.Errorf("vsphere: %s holds files Hindsight did not write (%s); left in place", st.Dir, strings.Join(names, ", ")))
 	}
 	return errors.Join(errs...)
-}
-
-func isMountPoint(dir string) bool {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && f[4] == dir {
-			return true
-		}
-	}
-	return false
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hindsight-cdp/hindsight/cdp/timespec"
 	"github.com/hindsight-cdp/hindsight/fs"
+	"github.com/hindsight-cdp/hindsight/fs/fusesrv"
 	"github.com/hindsight-cdp/hindsight/fs/partition"
 	"github.com/hindsight-cdp/hindsight/store"
 )
@@ -138,19 +139,19 @@ func (in *Instant) Close() error {
 	var errs []error
 	for i := len(in.Parts) - 1; i >= 0; i-- {
 		p := in.Parts[i]
-		if p.ready || (p.made && isMountPoint(p.Dir)) {
+		if p.ready || (p.made && fusesrv.IsMountPoint(p.Dir)) {
 			if err := unmount(p.Dir, 10*time.Second); err != nil {
 				errs = append(errs, err)
 			}
 			p.ready = false
 		}
-		if p.clone != nil && !isMountPoint(p.Dir) {
+		if p.clone != nil && !fusesrv.IsMountPoint(p.Dir) {
 			if err := p.clone.release(); err != nil {
 				errs = append(errs, err)
 			}
 			p.clone = nil
 		}
-		if p.extracted != "" && !isMountPoint(p.Dir) {
+		if p.extracted != "" && !fusesrv.IsMountPoint(p.Dir) {
 			if err := os.RemoveAll(p.extracted); err != nil {
 				errs = append(errs, err)
 			}

@@ -77,20 +77,6 @@ func unmount(dir string, wait time.Duration) error {
 	}
 }
 
-// isMountPoint reports whether dir is a mount point, from /proc/self/mountinfo.
-func isMountPoint(dir string) bool {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && f[4] == dir {
-			return true
-		}
-	}
-	return false
-}
-
 // tool runs a helper program in its own process group, so that a Ctrl-C
 // typed at the terminal reaches Hindsight (which then cleans up) and not the
 // helper half way through its work; cancelling ctx kills it (what a helper

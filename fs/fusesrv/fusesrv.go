@@ -161,3 +161,19 @@ func (w logWriter) Write(p []byte) (int, error) {
 	w.logf("%s%s", w.prefix, strings.TrimSuffix(string(p), "\n"))
 	return len(p), nil
 }
+
+// IsMountPoint reports whether dir is a mount point (of any filesystem),
+// from /proc/self/mountinfo: for cleanup that must not unmount or remove
+// what it did not find mounted.
+func IsMountPoint(dir string) bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == dir {
+			return true
+		}
+	}
+	return false
+}
