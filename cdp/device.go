@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -69,11 +70,7 @@ func (v *Device) ReadAt(p []byte, off int64) (int, error) {
 	if v.backing != nil {
 		return v.backing.ReadAt(p, off)
 	}
-	im, err := v.r.Image(v.d, v.r.Head())
-	if err != nil {
-		return 0, err
-	}
-	return im.ReadAt(p, off)
+	return v.r.ReadNewest(v.d, p, off)
 }
 
 // check refuses writes that are misaligned or lie past the end.
@@ -119,8 +116,8 @@ func (v *Device) Zero(off, n int64) error {
 }
 
 // write journals src (nil: n zeros) at off as one step. Whole blocks are
-// journaled straight from src; blocks only partly covered are read first
-// and patched.
+// queued straight from src; blocks only partly covered are read first and
+// patched.
 func (v *Device) write(off, n int64, src []byte) error {
 	if n == 0 {
 		return nil
@@ -130,7 +127,7 @@ func (v *Device) write(off, n int64, src []byte) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	buf := src
-	if src == nil || off%bs != 0 || n%bs != 0 {
+	if off%bs != 0 || n%bs != 0 {
 		buf = make([]byte, (last-first+1)*bs)
 		if off%bs != 0 {
 			if _, err := v.ReadAt(buf[:bs], first*bs); err != nil {
@@ -150,21 +147,53 @@ func (v *Device) write(off, n int64, src []byte) error {
 		}
 	}
 	if v.backing != nil {
-		if _, err := v.backing.WriteAt(buf[off-first*bs:off-first*bs+n], off); err != nil {
-			return fmt.Errorf("write backing disk of %q at %d: %w", v.d.Name, off, err)
+		if err := v.writeBacking(buf, off-first*bs, n, off); err != nil {
+			return err
 		}
 	}
 	writes := make([]store.BlockWrite, 0, last-first+1)
 	for b := first; b <= last; b++ {
-		writes = append(writes, store.BlockWrite{Disk: v.d, Block: uint64(b), Data: buf[(b-first)*bs : (b-first+1)*bs]})
+		w := store.BlockWrite{Disk: v.d, Block: uint64(b)}
+		if buf != nil { // nil: zeros, which cost no copy
+			w.Data = buf[(b-first)*bs : (b-first+1)*bs]
+		}
+		writes = append(writes, w)
 	}
-	if _, err := v.r.Capture(v.d.Timeline, writes); err != nil {
+	if err := v.r.CaptureAsync(v.d.Timeline, writes); err != nil {
 		return fmt.Errorf("journal write to %q at %d: %w", v.d.Name, off, err)
 	}
 	v.writes.Add(1)
 	v.bytes.Add(uint64(n))
 	v.blocks.Add(uint64(len(writes)))
 	v.lastWrite.Store(time.Now().UnixNano())
+	return nil
+}
+
+// writeBacking writes n bytes of buf (nil: zeros) from at to the backing
+// disk at off.
+func (v *Device) writeBacking(buf []byte, at, n, off int64) error {
+	var err error
+	if buf == nil {
+		err = WriteZeros(v.backing, off, n)
+	} else {
+		_, err = v.backing.WriteAt(buf[at:at+n], off)
+	}
+	if err != nil {
+		return fmt.Errorf("write backing disk of %q at %d: %w", v.d.Name, off, err)
+	}
+	return nil
+}
+
+// WriteZeros writes n zeros at off of w, a MiB at a time.
+func WriteZeros(w io.WriterAt, off, n int64) error {
+	zeros := make([]byte, min(n, 1<<20))
+	for n > 0 {
+		k := min(n, int64(len(zeros)))
+		if _, err := w.WriteAt(zeros[:k], off); err != nil {
+			return err
+		}
+		off, n = off+k, n-k
+	}
 	return nil
 }
 

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
-	"github.com/cockroachdb/pebble/v2"
 )
 
 // Bookmark kinds.
@@ -28,7 +26,7 @@ func (r *Repo) AddBookmark(d Disk, name string, at time.Time, kind string) (Book
 
 // Mark records bm (its Name, Time, Kind, Quiesce and Files) as a bookmark of
 // d's timeline, at the point that shows bm.Time. Everything journaled so far
-// is made durable first, so a bookmark never names a position a crash could cut.
+// is made durable with it, so a bookmark never names a position a crash could cut.
 func (r *Repo) Mark(d Disk, bm Bookmark) (Bookmark, error) {
 	if err := r.writable(); err != nil {
 		return Bookmark{}, err
@@ -41,10 +39,7 @@ func (r *Repo) Mark(d Disk, bm Bookmark) (Bookmark, error) {
 	default:
 		return Bookmark{}, fmt.Errorf("store: bookmark kind %q: use crash, application or user", bm.Kind)
 	}
-	if err := r.Sync(); err != nil {
-		return Bookmark{}, err
-	}
-	r.wmu.Lock()
+	r.acquire()
 	defer r.wmu.Unlock()
 	owner := timelineName(d)
 	if _, err := r.Bookmark(d, bm.Name); err == nil {
@@ -63,7 +58,11 @@ func (r *Repo) Mark(d Disk, bm Bookmark) (Bookmark, error) {
 	}
 	bm.Disk, bm.Seq, bm.Time, bm.Created = owner, p.Seq, at, now
 	v, _ := json.Marshal(bm)
-	if err := r.db.Set(bookmarkKey(d.Timeline, bm.Name), v, pebble.Sync); err != nil {
+	b := r.db.NewBatch()
+	defer b.Close()
+	b.Set(bookmarkKey(d.Timeline, bm.Name), v, nil)
+	// Synced with everything journaled: never a position a crash could cut.
+	if err := r.commitSynced(b, r.head.Load()); err != nil {
 		return Bookmark{}, fmt.Errorf("store: bookmark %q: %w", bm.Name, err)
 	}
 	if last, ok := r.lastTimes[d.Timeline]; ok && at.After(last) {

@@ -10,20 +10,17 @@ import (
 )
 
 // Captured writes (a protected disk's live writes) are journaled one step per
-// write and become visible at once, but are durable only after Sync, which is
-// what an fsync or flush from the front end maps to. Between syncs their
-// content is handed to the kernel and their versions to pebble's WAL without
-// waiting for the disk; the hash index learns of their content only at Sync.
-// On open, steps above the last Sync are verified against their hashes and the
-// journal is cut before the first one whose content did not survive: what was
-// never acknowledged durable may be lost, but nothing in the journal points at
-// garbage.
+// write, each as a frame of the newest segment (see frame.go), and become
+// visible at once, but are durable only after Sync, which is what an fsync
+// or flush from the front end maps to: one fdatasync of the segment. The
+// index learns of captured content (for dedupe) only after that sync, so
+// that it never points at content a crash could lose.
 
 // BlockWrite is the new content of one whole block of a disk.
 type BlockWrite struct {
 	Disk  Disk
 	Block uint64
-	Data  []byte
+	Data  []byte // nil: zeros (CaptureAsync only)
 }
 
 // Capture journals writes (disks of timeline tl) as one step at the current
@@ -37,16 +34,31 @@ func (r *Repo) Capture(tl uint32, writes []BlockWrite) (Point, error) {
 // snapshot read by an agentless source, or a journal replayed from elsewhere.
 // The zero time means now.
 func (r *Repo) CaptureAt(tl uint32, at time.Time, writes []BlockWrite) (Point, error) {
-	s, err := r.Begin(tl, at)
+	if err := r.writable(); err != nil {
+		return Point{}, err
+	}
+	for _, w := range writes {
+		if w.Data == nil {
+			return Point{}, fmt.Errorf("store: capture of block %d of %q without data", w.Block, w.Disk.Name)
+		}
+	}
+	if err := r.drain(); err != nil {
+		return Point{}, err
+	}
+	return r.captureStep(tl, at, false, writes, r.prepare(writes, nil))
+}
+
+// captureStep journals writes, prepared, as one captured step.
+func (r *Repo) captureStep(tl uint32, at time.Time, nudge bool, writes []BlockWrite, prep []prepared) (Point, error) {
+	s, err := r.begin(tl, at, nudge)
 	if err != nil {
 		return Point{}, err
 	}
 	s.durable = false
-	for _, w := range writes {
-		if err := s.Put(w.Disk, w.Block, w.Data); err != nil {
-			s.Abort()
-			return Point{}, err
-		}
+	s.when()
+	if err := s.putFrame(writes, prep); err != nil {
+		s.Abort()
+		return Point{}, err
 	}
 	return s.Commit()
 }
@@ -56,15 +68,19 @@ func (r *Repo) Sync() error {
 	if err := r.writable(); err != nil {
 		return err
 	}
+	if err := r.drain(); err != nil {
+		return err
+	}
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
 	b := r.db.NewBatch()
 	defer b.Close()
-	if err := r.syncContent(b); err != nil {
+	// The frames are the log: once they are synced, what the index records
+	// of it needs no sync of its own (a crash rebuilds it from the frames).
+	if err := r.syncContent(b, r.head.Load()); err != nil {
 		return err
 	}
-	b.Set(metaSynced, be64(nil, r.head.Load()), nil)
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("store: sync journal: %w", err)
 	}
 	clear(r.unsynced)
@@ -76,14 +92,19 @@ func (r *Repo) Publish() error {
 	if err := r.writable(); err != nil {
 		return err
 	}
+	if err := r.drain(); err != nil {
+		return err
+	}
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
 	return r.publish()
 }
 
 // syncContent makes all appended content durable and adds to b what may only
-// be recorded after that: segment lengths and the index of captured content.
-func (r *Repo) syncContent(b *pebble.Batch) error {
+// be recorded after that: segment lengths, the index of captured content,
+// and that everything up to position synced (and to the end of the log) is
+// durable.
+func (r *Repo) syncContent(b *pebble.Batch, synced uint64) error {
 	if err := r.segs.sync(); err != nil {
 		return err
 	}
@@ -94,6 +115,22 @@ func (r *Repo) syncContent(b *pebble.Batch) error {
 	for h, loc := range r.unsynced {
 		b.Set(hashKey(h), loc.append(nil), nil)
 	}
+	b.Set(metaSynced, be64(nil, synced), nil)
+	b.Set(metaLog, logPos(r.segs.wID, r.segs.wLen), nil)
+	return nil
+}
+
+// commitSynced commits b durably with everything journaled before it (the
+// writer is held): a synced batch would otherwise make captured steps
+// durable in the index while their frames might still be lost.
+func (r *Repo) commitSynced(b *pebble.Batch, synced uint64) error {
+	if err := r.syncContent(b, synced); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return err
+	}
+	clear(r.unsynced)
 	return nil
 }
 
@@ -132,88 +169,24 @@ func (r *Repo) versionCount(disk uint32) (uint64, error) {
 	return r.getU64(diskVersionsKey(disk))
 }
 
-// verifyTail checks the content of every step above the last sync and cuts
-// the journal before the first one whose content is missing or wrong. It
-// also extends the recorded segment lengths over the content that survived,
-// so that opening the segments for appends does not cut it off.
-func (r *Repo) verifyTail() error {
-	synced, err := r.getU64(metaSynced)
-	if err != nil || synced >= r.head.Load() {
-		return err
-	}
-	it, err := r.db.NewIter(&pebble.IterOptions{
-		LowerBound: be64([]byte{kindJournal}, synced+1),
-		UpperBound: []byte{kindJournal + 1},
-	})
-	if err != nil {
-		return err
-	}
-	ends := map[uint32]uint64{}
-	cut := uint64(0) // first seq that did not survive
-	var buf, block []byte
-	for it.First(); it.Valid() && cut == 0; it.Next() {
-		k := it.Key()
-		seq, disk, blk := binary.BigEndian.Uint64(k[1:]), binary.BigEndian.Uint32(k[9:]), binary.BigEndian.Uint64(k[13:])
-		v, ok, err := r.get(versionKey(disk, blk, seq))
-		if err != nil {
-			it.Close()
-			return err
-		}
-		if !ok || len(v) != len(Hash{})+locationLen {
-			cut = seq
-			break
-		}
-		loc, _ := decodeLocation(v[len(Hash{}):])
-		if loc.flags&flagZero != 0 {
-			continue
-		}
-		buf = append(buf[:0], make([]byte, loc.n)...)
-		if r.segs.readRaw(buf, loc.seg, loc.off) != nil {
-			cut = seq
-			break
-		}
-		content := buf
-		if loc.flags&flagZstd != 0 {
-			block, err = r.segs.dec.DecodeAll(buf, block[:0])
-			content = block
-		}
-		if err != nil || HashBlock(content) != Hash(v[:len(Hash{})]) {
-			cut = seq
-			break
-		}
-		ends[loc.seg] = max(ends[loc.seg], loc.off+uint64(loc.n))
-	}
-	if err := errors.Join(it.Error(), it.Close()); err != nil {
-		return err
-	}
-	b := r.db.NewBatch()
-	defer b.Close()
-	for seg, end := range ends {
-		if n, err := r.committedLength(seg); err != nil {
-			return err
-		} else if end > n {
-			b.Set(segmentKey(seg), be64(nil, end), nil)
-		}
-	}
-	if cut != 0 {
-		r.logf("journal cut at position %d: its content did not survive the crash (it was never synced)", cut)
-		if err := r.cutAt(b, cut); err != nil {
-			return err
-		}
-	}
-	b.Set(metaSynced, be64(nil, r.head.Load()), nil)
-	return b.Commit(pebble.Sync)
-}
-
-// cutAt deletes every step from seq on (all above the last sync) into b.
-func (r *Repo) cutAt(b *pebble.Batch, seq uint64) error {
+// cutAt deletes every step from seq on (all above the last sync) into b,
+// and counts the non-zero versions it deletes per disk into gone.
+func (r *Repo) cutAt(b *pebble.Batch, seq uint64, gone map[uint32]uint64) error {
 	it, err := r.db.NewIter(&pebble.IterOptions{LowerBound: be64([]byte{kindJournal}, seq), UpperBound: []byte{kindJournal + 1}})
 	if err != nil {
 		return err
 	}
 	for it.First(); it.Valid(); it.Next() {
 		k := it.Key()
-		b.Delete(versionKey(binary.BigEndian.Uint32(k[9:]), binary.BigEndian.Uint64(k[13:]), binary.BigEndian.Uint64(k[1:])), nil)
+		disk := binary.BigEndian.Uint32(k[9:])
+		vk := versionKey(disk, binary.BigEndian.Uint64(k[13:]), binary.BigEndian.Uint64(k[1:]))
+		if v, ok, err := r.get(vk); err != nil {
+			it.Close()
+			return err
+		} else if ok && len(v) == len(Hash{})+locationLen && v[len(Hash{})]&flagZero == 0 {
+			gone[disk]++
+		}
+		b.Delete(vk, nil)
 		b.Delete(k, nil)
 	}
 	if err := errors.Join(it.Error(), it.Close()); err != nil {

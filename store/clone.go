@@ -66,7 +66,7 @@ func (r *Repo) DeleteDisk(name string) error {
 	if err := r.writable(); err != nil {
 		return err
 	}
-	r.wmu.Lock()
+	r.acquire()
 	defer r.wmu.Unlock()
 	d, err := r.Disk(name)
 	if err != nil {
@@ -92,7 +92,7 @@ func (r *Repo) DeleteDisk(name string) error {
 	for _, p := range [][]byte{pointPrefix(d.Timeline), bookmarkPrefix(d.Timeline)} {
 		b.DeleteRange(p, prefixEnd(p), nil)
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := r.commitSynced(b, r.head.Load()); err != nil {
 		return fmt.Errorf("store: delete disk %q: %w", name, err)
 	}
 	delete(r.lastTimes, d.Timeline)
@@ -161,7 +161,7 @@ func (r *Repo) DeleteGroup(name string) error {
 	if err := r.writable(); err != nil {
 		return err
 	}
-	r.wmu.Lock()
+	r.acquire()
 	defer r.wmu.Unlock()
 	g, err := r.Group(name)
 	if err != nil {
@@ -195,7 +195,7 @@ func (r *Repo) DeleteGroup(name string) error {
 		b.DeleteRange(p, prefixEnd(p), nil)
 	}
 	b.Delete(groupKey(name), nil)
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := r.commitSynced(b, r.head.Load()); err != nil {
 		return fmt.Errorf("store: delete group %q: %w", name, err)
 	}
 	delete(r.lastTimes, g.ID)

@@ -31,7 +31,7 @@ func (r *Repo) CreateDisk(name string, size int64, blockSize int) (Disk, error) 
 	if size <= 0 || size > MaxDiskSize || size%int64(blockSize) != 0 {
 		return Disk{}, fmt.Errorf("store: disk size %d: must be a positive multiple of the block size %d, at most %d", size, blockSize, int64(MaxDiskSize))
 	}
-	r.wmu.Lock()
+	r.acquire()
 	defer r.wmu.Unlock()
 	if err := r.nameFree(name); err != nil {
 		return Disk{}, err
@@ -46,7 +46,7 @@ func (r *Repo) CreateDisk(name string, size int64, blockSize int) (Disk, error) 
 	b := r.db.NewBatch()
 	b.Set(diskKey(name), v, nil)
 	b.Set(metaNextDisk, be64(nil, uint64(id)), nil)
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := r.commitSynced(b, r.head.Load()); err != nil {
 		return Disk{}, fmt.Errorf("store: create disk %q: %w", name, err)
 	}
 	return d, r.publish()

@@ -19,9 +19,22 @@
 // Every change is a journal step with a repository-wide sequence number
 // (the order of truth) and a timestamp that strictly increases per timeline
 // (a consistency group; a lone disk is its own timeline). A step may write many
-// blocks (an import) or one (a captured write). The committed head is the
-// newest step whose batch was synced; everything above it is an orphan of an
-// interrupted step and is purged when the writer next opens the repository.
+// blocks (an import) or a few (a captured write). The committed head is the
+// newest step whose last batch was committed; a large step's earlier batches
+// above it are orphans of an interrupted step and are purged when the writer
+// next opens the repository.
+//
+// # Captured writes
+//
+// A front end's write is queued (CaptureAsync): it gets its place in the
+// journal order and its time, is visible to ReadNewest, and the call
+// returns; the capture goroutine hashes, compresses and commits queued
+// writes in order. Each captured step is appended to the newest segment as
+// one frame describing the whole step (frame.go), and its index batch is
+// not synced: Sync, what fsync and flush map to, drains the queue and
+// fdatasyncs the segment once. On open, steps above the last sync are
+// rebuilt from the frames that reached the disk (recoverLog). Appends reach
+// the segment through aligned chunks written with O_DIRECT (segwriter.go).
 //
 // The image of disk d at position p is, for each block b, the newest version
 // of b with seq ≤ p, else zeros. Versions are never modified after commit, so a
@@ -33,6 +46,7 @@
 // Timestamps are Unix nanoseconds with the sign bit flipped.
 //
 //	'm' name                         → meta value (head, synced, nextdisk: u64)
+//	'm' "log"                        → seg u32 | off u64: where the log after synced starts
 //	'm' 'v' disk u32                 → count u64 of the disk's non-zero block versions
 //	'd' name                         → Disk as JSON
 //	'v' disk u32 | block u64 | ^seq u64 → version: hash [32] | location
@@ -43,7 +57,8 @@
 //	'h' hash [32]                        → location
 //
 // A location is flags u8 | seg u32 | off u64 | len u32: where the stored
-// (possibly zstd-compressed) content lies in the segment files.
+// (possibly zstd-compressed) content lies in the segment files: raw, as an
+// import appends it, or inside a captured step's frame.
 //
 //	's' seg u32                          → committed length u64 of that segment
 //

@@ -22,7 +22,7 @@ func (r *Repo) CreateGroup(name string, disks []string) (Group, error) {
 	if err := ValidName("group", name); err != nil {
 		return Group{}, err
 	}
-	r.wmu.Lock()
+	r.acquire()
 	defer r.wmu.Unlock()
 	if err := r.nameFree(name); err != nil {
 		return Group{}, err
@@ -51,7 +51,7 @@ func (r *Repo) JoinGroup(group, disk string) (Group, error) {
 	if err := r.writable(); err != nil {
 		return Group{}, err
 	}
-	r.wmu.Lock()
+	r.acquire()
 	defer r.wmu.Unlock()
 	g, err := r.Group(group)
 	if err != nil {
@@ -93,7 +93,7 @@ func (r *Repo) join(b *pebble.Batch, g *Group, dn string) error {
 func (r *Repo) commitGroup(b *pebble.Batch, g Group) error {
 	v, _ := json.Marshal(g)
 	b.Set(groupKey(g.Name), v, nil)
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := r.commitSynced(b, r.head.Load()); err != nil {
 		return fmt.Errorf("store: group %q: %w", g.Name, err)
 	}
 	return nil

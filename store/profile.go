@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-
-	"github.com/cockroachdb/pebble/v2"
 )
 
 // SetProfile records the VM profile of name, a disk (a lone one: a group
@@ -56,7 +54,7 @@ func (r *Repo) update(name string, fn func(*Disk, *Group) error) error {
 	if err := r.writable(); err != nil {
 		return err
 	}
-	r.wmu.Lock()
+	r.acquire()
 	defer r.wmu.Unlock()
 	var key []byte
 	var v any
@@ -79,8 +77,11 @@ func (r *Repo) update(name string, fn func(*Disk, *Group) error) error {
 		}
 		key, v = groupKey(name), g
 	}
-	b, _ := json.Marshal(v)
-	if err := r.db.Set(key, b, pebble.Sync); err != nil {
+	j, _ := json.Marshal(v)
+	b := r.db.NewBatch()
+	defer b.Close()
+	b.Set(key, j, nil)
+	if err := r.commitSynced(b, r.head.Load()); err != nil {
 		return fmt.Errorf("store: update %q: %w", name, err)
 	}
 	return r.publish()

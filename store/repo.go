@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 )
 
 const (
@@ -54,6 +55,7 @@ type Repo struct {
 
 	lock  *os.File
 	wmu   sync.Mutex // one step or metadata change at a time
+	q     *queue     // the writer's captured writes not yet journaled
 	cache *pebble.Cache
 
 	// Writer state under wmu: content added by captured steps and not yet
@@ -115,6 +117,11 @@ func pebbleOptions(opt Options, cache *pebble.Cache) *pebble.Options {
 		ReadOnly:           opt.ReadOnly,
 		Logger:             logger{opt.Logf},
 	}
+	// Bloom filters answer most hash lookups of new content (dedupe misses)
+	// without reading a data block: without them each miss cost a pread.
+	for i := range o.Levels {
+		o.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
 	o.EnsureDefaults()
 	return o
 }
@@ -167,14 +174,26 @@ func openWriterWait(dir string, opt Options, creating bool, wait time.Duration) 
 	if err := r.purgeOrphans(); err != nil {
 		return nil, err
 	}
-	if err := r.verifyTail(); err != nil {
-		return nil, err
+	if err := r.recoverLog(); err != nil {
+		return nil, fmt.Errorf("store: recover the journal of %s: %w", dir, err)
 	}
 	if err := r.segs.openWriter(r.committedLength); err != nil {
 		return nil, err
 	}
+	// The log goes on where the appends now start.
+	b := r.db.NewBatch()
+	err = r.commitSynced(b, r.head.Load())
+	b.Close()
+	if err != nil {
+		return nil, err
+	}
 	r.removeStaleViews()
-	return r, r.publish()
+	if err := r.publish(); err != nil {
+		return nil, err
+	}
+	r.q = newQueue()
+	go r.captureLoop()
+	return r, nil
 }
 
 func lockWriter(dir string, wait time.Duration) (*os.File, error) {
@@ -217,6 +236,10 @@ func (r *Repo) Generation() uint64 { return r.gen }
 // Close releases the repository; a writer's content is synced first.
 func (r *Repo) Close() error {
 	var errs []error
+	if r.q != nil {
+		errs = append(errs, r.stopQueue())
+		r.q = nil
+	}
 	if r.segs != nil {
 		errs = append(errs, r.segs.close())
 	}
@@ -272,7 +295,9 @@ func (r *Repo) getU64(key []byte) (uint64, error) {
 func (r *Repo) committedLength(seg uint32) (uint64, error) { return r.getU64(segmentKey(seg)) }
 
 // purgeOrphans deletes the versions of a step that was cut off before its
-// final, synced batch: they lie above the committed head.
+// final, synced batch: they lie above the committed head. Once the writer is
+// appending, the purge is committed with a sync of the segments, so that the
+// log resumes past the orphaned step's content.
 func (r *Repo) purgeOrphans() error {
 	start := be64([]byte{kindJournal}, r.head.Load()+1)
 	it, err := r.db.NewIter(&pebble.IterOptions{LowerBound: start, UpperBound: []byte{kindJournal + 1}})
@@ -280,6 +305,7 @@ func (r *Repo) purgeOrphans() error {
 		return err
 	}
 	b := r.db.NewBatch()
+	defer b.Close()
 	n := 0
 	for it.First(); it.Valid(); it.Next() {
 		k := it.Key()
@@ -291,13 +317,17 @@ func (r *Repo) purgeOrphans() error {
 		n++
 	}
 	if err := errors.Join(it.Error(), it.Close()); err != nil {
-		b.Close()
 		return fmt.Errorf("store: scan interrupted step: %w", err)
 	}
-	if n == 0 {
-		return b.Close()
+	if n > 0 {
+		r.logf("purging %d block versions of an interrupted step above position %d", n, r.head.Load())
 	}
-	r.logf("purging %d block versions of an interrupted step above position %d", n, r.head.Load())
+	if r.segs.w != nil {
+		return r.commitSynced(b, r.head.Load())
+	}
+	if n == 0 {
+		return nil
+	}
 	return b.Commit(pebble.Sync)
 }
 

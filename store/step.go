@@ -23,6 +23,7 @@ type Step struct {
 	zeros   map[int]Hash
 	perDisk map[uint32]uint64 // non-zero versions journaled per disk
 	durable bool              // synced at commit (imports); captured writes wait for Sync
+	nudge   bool              // at is a hint: moved past the timeline's newest point if needed
 	done    bool
 }
 
@@ -37,15 +38,23 @@ func (r *Repo) Begin(tl uint32, at time.Time) (*Step, error) {
 	if err := r.writable(); err != nil {
 		return nil, err
 	}
+	r.drain()
+	return r.begin(tl, at, false)
+}
+
+// begin is Begin without waiting for the capture queue, for the capture
+// goroutine itself. With nudge, a time not after the timeline's newest point
+// is moved just past it instead of refused.
+func (r *Repo) begin(tl uint32, at time.Time, nudge bool) (*Step, error) {
 	r.wmu.Lock()
-	s := &Step{r: r, tl: tl, seq: r.head.Load() + 1, at: at.UTC(), b: r.db.NewBatch(), pending: map[Hash]location{}, durable: true}
+	s := &Step{r: r, tl: tl, seq: r.head.Load() + 1, at: at.UTC(), b: r.db.NewBatch(), pending: map[Hash]location{}, durable: true, nudge: nudge}
 	last, err := r.lastTime(tl)
 	if err != nil {
 		s.release()
 		return nil, err
 	}
 	s.last = last
-	if !at.IsZero() && !s.last.IsZero() && !at.After(s.last) {
+	if !nudge && !at.IsZero() && !s.last.IsZero() && !at.After(s.last) {
 		s.release()
 		return nil, fmt.Errorf("%w: %s is not after %s (the newest point or bookmark)", ErrTimeOrder,
 			at.UTC().Format(time.RFC3339Nano), s.last.Format(time.RFC3339Nano))
@@ -83,15 +92,31 @@ func (s *Step) PutHashed(d Disk, block uint64, data []byte, h Hash) error {
 
 // put journals data under hash h; the zero Hash means data is all zeros.
 func (s *Step) put(d Disk, block uint64, data []byte, h Hash) error {
+	return s.putPrepared(d, block, prepared{hash: h, stored: data})
+}
+
+// putPrepared journals a block whose hash (zero: all zeros) and, unless
+// flags say it is compressed, raw content p holds.
+func (s *Step) putPrepared(d Disk, block uint64, p prepared) error {
 	loc := location{flags: flagZero}
+	h := p.hash
 	if h == (Hash{}) {
-		h = s.zeroHash(len(data))
+		h = s.zeroHash(d.BlockSize)
 	} else {
 		var err error
-		if loc, err = s.content(h, data); err != nil {
+		if loc, err = s.content(h, p.stored, p.flags); err != nil {
 			return err
 		}
 	}
+	s.index(d, block, h, loc)
+	if s.b.Len() >= stepBatchBytes {
+		return s.flush(s.r.head.Load())
+	}
+	return nil
+}
+
+// index records block of disk d as holding content h at loc from this step on.
+func (s *Step) index(d Disk, block uint64, h Hash, loc location) {
 	v := loc.append(append(make([]byte, 0, len(h)+locationLen), h[:]...))
 	s.b.Set(versionKey(d.ID, block, s.seq), v, nil)
 	s.b.Set(journalKey(s.seq, d.ID, block), nil, nil)
@@ -102,12 +127,10 @@ func (s *Step) put(d Disk, block uint64, data []byte, h Hash) error {
 		}
 		s.perDisk[d.ID]++
 	}
-	if s.b.Len() >= stepBatchBytes {
-		return s.flush(pebble.NoSync)
-	}
-	return nil
 }
 
+// check refuses a block outside d or data not of d's block size (nil data:
+// not checked).
 func (s *Step) check(d Disk, block uint64, data []byte) error {
 	if d.Timeline != s.tl {
 		return fmt.Errorf("store: disk %q is not on timeline %d", d.Name, s.tl)
@@ -115,61 +138,44 @@ func (s *Step) check(d Disk, block uint64, data []byte) error {
 	if block >= d.Blocks() {
 		return fmt.Errorf("%w: block %d of disk %q (%d blocks)", ErrOutOfRange, block, d.Name, d.Blocks())
 	}
-	if len(data) != d.BlockSize {
+	if data != nil && len(data) != d.BlockSize {
 		return fmt.Errorf("store: write of %d bytes to disk %q of block size %d", len(data), d.Name, d.BlockSize)
 	}
 	return nil
 }
 
 // content finds or stores the content with hash h. A durable step indexes
-// new content in its batches (the content is synced before each); a captured
-// step leaves that to Repo.Sync, so that the index never points at content a
-// crash could lose.
-func (s *Step) content(h Hash, data []byte) (location, error) {
-	if loc, ok := s.pending[h]; ok {
-		return loc, nil
+// new content in its batches (the content is synced before each).
+func (s *Step) content(h Hash, stored []byte, flags uint8) (location, error) {
+	if loc, ok, err := s.stored(h); ok || err != nil {
+		return loc, err
 	}
-	if loc, ok := s.r.unsynced[h]; ok {
-		return loc, nil
+	if flags&flagTried == 0 { // imports compress here, captures beforehand
+		stored, flags = s.r.segs.compress(stored)
 	}
-	v, ok, err := s.r.get(hashKey(h))
-	if err != nil {
-		return location{}, err
-	}
-	if ok {
-		return decodeLocation(v)
-	}
-	loc, err := s.r.segs.add(data)
+	loc, err := s.r.segs.add(stored, flags&flagZstd)
 	if err != nil {
 		return location{}, err
 	}
 	s.pending[h] = loc
-	if s.durable {
-		s.b.Set(hashKey(h), loc.append(nil), nil)
-	} else {
-		s.r.unsynced[h] = loc
-	}
+	s.b.Set(hashKey(h), loc.append(nil), nil)
 	return loc, nil
 }
 
-// flush commits the step's batch so far. A durable step first makes its
-// content durable and records the segment lengths; a captured step only hands
-// its content to the kernel, so that reads see it at once.
-func (s *Step) flush(sync *pebble.WriteOptions) error {
+// flush commits the step's batch so far (synced is the head it leaves
+// durable). A durable step first makes its content durable and records the
+// segment lengths; a captured step is made durable by its frame at the next
+// Sync, and its content is read from the writer's memory until it reaches
+// the file.
+func (s *Step) flush(synced uint64) error {
 	var err error
 	if s.durable {
-		err = s.r.syncContent(s.b)
+		err = s.r.commitSynced(s.b, synced)
 	} else {
-		err = s.r.segs.write()
+		err = s.b.Commit(pebble.NoSync)
 	}
 	if err != nil {
-		return err
-	}
-	if err := s.b.Commit(sync); err != nil {
 		return fmt.Errorf("store: commit step %d: %w", s.seq, err)
-	}
-	if s.durable {
-		clear(s.r.unsynced)
 	}
 	s.b.Close()
 	s.b = s.r.db.NewBatch()
@@ -183,13 +189,7 @@ func (s *Step) Commit() (Point, error) {
 		return Point{}, fmt.Errorf("store: step %d already ended", s.seq)
 	}
 	defer s.release()
-	t := s.at
-	if t.IsZero() {
-		t = time.Now().UTC()
-		if !t.After(s.last) {
-			t = s.last.Add(time.Nanosecond)
-		}
-	}
+	t := s.when()
 	p := Point{Seq: s.seq, Time: t, Blocks: s.blocks}
 	s.b.Set(pointKey(s.tl, t), be64(be64(nil, p.Seq), p.Blocks), nil)
 	s.b.Set(metaHead, be64(nil, p.Seq), nil)
@@ -202,12 +202,7 @@ func (s *Step) Commit() (Point, error) {
 		counts[id] = total + n
 		s.b.Set(diskVersionsKey(id), be64(nil, total+n), nil)
 	}
-	opt := pebble.NoSync
-	if s.durable {
-		s.b.Set(metaSynced, be64(nil, p.Seq), nil)
-		opt = pebble.Sync
-	}
-	if err := s.flush(opt); err != nil {
+	if err := s.flush(p.Seq); err != nil {
 		s.r.purgeOrphans()
 		return Point{}, err
 	}
@@ -220,6 +215,20 @@ func (s *Step) Commit() (Point, error) {
 		return p, nil
 	}
 	return p, s.r.publish()
+}
+
+// when fixes and returns the step's time: the requested one, or now, moved
+// past the timeline's newest point where that is allowed.
+func (s *Step) when() time.Time {
+	t := s.at
+	if t.IsZero() {
+		t = time.Now().UTC()
+	}
+	if (s.at.IsZero() || s.nudge) && !t.After(s.last) {
+		t = s.last.Add(time.Nanosecond)
+	}
+	s.at, s.nudge = t, false
+	return t
 }
 
 // Abort drops the step; batches it already wrote are purged.

@@ -70,6 +70,15 @@ func (r *Repo) publish() error {
 	name := fmt.Sprintf("%016x", next)
 	tmp := filepath.Join(viewsDir(r.dir), ".tmp-"+name)
 	os.RemoveAll(tmp)
+	// Readers in other processes read content from the files.
+	if err := r.segs.write(); err != nil {
+		return err
+	}
+	// The index's own log is synced now and then (captured steps never
+	// sync it): a crash then replays at most this much from the segments.
+	if err := r.db.LogData(nil, pebble.Sync); err != nil {
+		return fmt.Errorf("store: publish view: %w", err)
+	}
 	// Every reader that opens the view replays its log: keep it short.
 	if r.db.Metrics().MemTable.Size > viewLogBytes {
 		if err := r.db.Flush(); err != nil {

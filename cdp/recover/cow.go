@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hindsight-cdp/hindsight/cdp"
 	"github.com/hindsight-cdp/hindsight/fs/fusesrv"
 	"github.com/hindsight-cdp/hindsight/fs/tap"
 )
@@ -93,17 +94,7 @@ func (c *cow) WriteAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
-func (c *cow) Zero(off, n int64) error {
-	zeros := make([]byte, min(n, 1<<20))
-	for n > 0 {
-		k := min(n, int64(len(zeros)))
-		if _, err := c.WriteAt(zeros[:k], off); err != nil {
-			return err
-		}
-		off, n = off+k, n-k
-	}
-	return nil
-}
+func (c *cow) Zero(off, n int64) error { return cdp.WriteZeros(c, off, n) }
 
 // Flush has nothing to make durable: the clone is thrown away.
 func (c *cow) Flush() error { return nil }

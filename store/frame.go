@@ -1,0 +1,318 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// A captured step is appended to the newest segment as one frame that says
+// everything the index holds of it, followed by its new content:
+//
+//	frame:  magic u32 | length u32 | step | entry × count | content | crc32c u32
+//	step:   seq u64 | timeline u32 | time u64 | count u32
+//	entry:  disk u32 | block u64 | hash [32] | location
+//
+// The length counts what lies between it and the crc, which covers the
+// magic through the content. Entries of new content locate it inside the
+// frame; zero blocks and content stored before carry their own location.
+//
+// The segment is thereby the journal's write-ahead log: Sync (fsync, flush,
+// FUA) makes a capture durable with one fdatasync of the segment, and the
+// index's batches for captured steps are never synced on their own. On open,
+// every step above the last synced position (metaSynced) is dropped from the
+// index and rebuilt from the frames that follow the synced log position
+// (metaLog), as far as they are whole: a crash loses exactly the steps whose
+// frames did not reach the disk, which no Sync had acknowledged.
+
+const (
+	frameMagic = 0x48534631 // "HSF1"
+	frameHead  = 4 + 4
+	frameStep  = 8 + 4 + 8 + 4
+	frameEntry = 4 + 8 + 32 + locationLen
+	frameTail  = 4
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// metaLog is the segment position just past what metaSynced covers: where
+// replay starts.
+var metaLog = []byte{kindMeta, 'l', 'o', 'g'}
+
+func logPos(seg uint32, off uint64) []byte { return be64(be32(nil, seg), off) }
+
+// frameBlock is one block of a captured step, resolved under the writer.
+type frameBlock struct {
+	d     Disk
+	block uint64
+	hash  Hash
+	loc   location
+	blob  []byte // new content stored in this frame (loc filled on placement)
+	same  int    // >0: the content is blob of block same-1 of this frame
+}
+
+// putFrame journals writes (hashed and compressed by prepare) as the step's
+// blocks and appends its frame. The step's time must be fixed (when).
+func (s *Step) putFrame(writes []BlockWrite, prep []prepared) error {
+	r := s.r
+	blocks := make([]frameBlock, len(writes))
+	fresh := map[Hash]int{}
+	blobs := 0
+	for i, w := range writes {
+		if err := s.check(w.Disk, w.Block, nil); err != nil {
+			return err
+		}
+		fb := frameBlock{d: w.Disk, block: w.Block, hash: prep[i].hash}
+		switch {
+		case fb.hash == (Hash{}):
+			fb.hash, fb.loc = s.zeroHash(w.Disk.BlockSize), location{flags: flagZero}
+		case fresh[fb.hash] > 0:
+			fb.same = fresh[fb.hash]
+		default:
+			loc, ok, err := s.stored(fb.hash)
+			if err != nil {
+				return err
+			}
+			if ok {
+				fb.loc = loc
+			} else {
+				fb.blob, fb.loc.flags = prep[i].stored, prep[i].flags&flagZstd
+				blobs += len(fb.blob)
+				fresh[fb.hash] = i + 1
+			}
+		}
+		blocks[i] = fb
+	}
+	size := frameHead + frameStep + len(blocks)*frameEntry + blobs + frameTail
+	seg, off, err := r.segs.reserve(uint64(size))
+	if err != nil {
+		return err
+	}
+	pos := off + uint64(size-blobs-frameTail)
+	for i := range blocks {
+		if b := &blocks[i]; b.blob != nil {
+			b.loc.seg, b.loc.off, b.loc.n = seg, pos, uint32(len(b.blob))
+			pos += uint64(len(b.blob))
+		}
+	}
+	for i := range blocks {
+		if b := &blocks[i]; b.same > 0 {
+			b.loc = blocks[b.same-1].loc
+		}
+	}
+	head := make([]byte, 0, size-blobs)
+	head = be32(head, frameMagic)
+	head = be32(head, uint32(size-frameHead-frameTail))
+	head = be64(head, s.seq)
+	head = be32(head, s.tl)
+	head = be64(head, encodeTime(s.at))
+	head = be32(head, uint32(len(blocks)))
+	for _, b := range blocks {
+		head = be32(head, b.d.ID)
+		head = be64(head, b.block)
+		head = append(head, b.hash[:]...)
+		head = b.loc.append(head)
+	}
+	crc := crc32.Update(0, castagnoli, head)
+	if err := r.segs.append(head); err != nil {
+		return err
+	}
+	for _, b := range blocks {
+		if b.blob != nil {
+			crc = crc32.Update(crc, castagnoli, b.blob)
+			if err := r.segs.append(b.blob); err != nil {
+				return err
+			}
+		}
+	}
+	if err := r.segs.append(be32(nil, crc)); err != nil {
+		return err
+	}
+	for _, b := range blocks {
+		if b.blob != nil {
+			s.pending[b.hash] = b.loc
+			r.unsynced[b.hash] = b.loc
+		}
+		s.index(b.d, b.block, b.hash, b.loc)
+	}
+	return nil
+}
+
+// stored finds content with hash h already stored: by this step, by an
+// unsynced capture, or in the index.
+func (s *Step) stored(h Hash) (location, bool, error) {
+	if loc, ok := s.pending[h]; ok {
+		return loc, true, nil
+	}
+	if loc, ok := s.r.unsynced[h]; ok {
+		return loc, true, nil
+	}
+	v, ok, err := s.r.get(hashKey(h))
+	if err != nil || !ok {
+		return location{}, false, err
+	}
+	loc, err := decodeLocation(v)
+	return loc, err == nil, err
+}
+
+// recoverLog makes the index agree with the log after the writer stopped,
+// however it stopped: captured steps above the last sync are dropped, then
+// rebuilt from the whole frames that follow the synced log position.
+func (r *Repo) recoverLog() error {
+	synced, err := r.getU64(metaSynced)
+	if err != nil {
+		return err
+	}
+	v, ok, err := r.get(metaLog)
+	if err != nil {
+		return err
+	}
+	start := segPos{1, 0} // a new repository's log starts the first segment
+	if ok && len(v) == 12 {
+		start = segPos{binary.BigEndian.Uint32(v), binary.BigEndian.Uint64(v[4:])}
+	}
+	b := r.db.NewBatch()
+	defer b.Close()
+	gone, added := map[uint32]uint64{}, map[uint32]uint64{}
+	cut := r.head.Load() > synced
+	if cut {
+		if err := r.cutAt(b, synced+1, gone); err != nil {
+			return err
+		}
+	}
+	disks, err := r.Disks()
+	if err != nil {
+		return err
+	}
+	known := map[uint32]bool{}
+	for _, d := range disks {
+		known[d.ID] = true
+	}
+	n, end, err := r.replay(b, start, added, known)
+	if err != nil {
+		return err
+	}
+	if !cut && n == 0 {
+		return nil
+	}
+	for id := range known {
+		if gone[id] == 0 && added[id] == 0 {
+			continue
+		}
+		total, err := r.getU64(diskVersionsKey(id))
+		if err != nil {
+			return err
+		}
+		b.Set(diskVersionsKey(id), be64(nil, total-min(total, gone[id])+added[id]), nil)
+	}
+	r.logf("journal recovered: steps above the last sync (position %d) rebuilt from the log: %d replayed, head %d", synced, n, r.head.Load())
+	for id := start.seg; id < end.seg; id++ { // segments the frames filled
+		if fi, err := os.Stat(filepath.Join(r.segs.dir, segmentName(id))); err == nil {
+			b.Set(segmentKey(id), be64(nil, uint64(fi.Size())), nil)
+		}
+	}
+	b.Set(segmentKey(end.seg), be64(nil, end.off), nil)
+	b.Set(metaHead, be64(nil, r.head.Load()), nil)
+	b.Set(metaSynced, be64(nil, r.head.Load()), nil)
+	b.Set(metaLog, logPos(end.seg, end.off), nil)
+	return b.Commit(pebble.Sync)
+}
+
+type segPos struct {
+	seg uint32
+	off uint64
+}
+
+// replay adds to b the steps of the whole frames from pos on, each the step
+// after the head, and returns how many and where the last one ended. A
+// segment's frames go on in the next segment when one did not fit.
+func (r *Repo) replay(b *pebble.Batch, pos segPos, added map[uint32]uint64, known map[uint32]bool) (int, segPos, error) {
+	n := 0
+	for seg := pos.seg; ; seg++ {
+		f, err := os.Open(filepath.Join(r.segs.dir, segmentName(seg)))
+		if errors.Is(err, os.ErrNotExist) {
+			return n, pos, nil
+		}
+		if err != nil {
+			return n, pos, err
+		}
+		off := uint64(0)
+		if seg == pos.seg {
+			off = pos.off
+		}
+		k := 0
+		for {
+			frame, ok := readFrame(f, off)
+			if !ok || !r.replayFrame(b, frame, added, known) {
+				break
+			}
+			off += uint64(len(frame))
+			pos = segPos{seg, off}
+			k++
+		}
+		f.Close()
+		n += k
+		if k == 0 && seg != pos.seg {
+			return n, pos, nil // the next segment holds no frame of ours
+		}
+	}
+}
+
+// readFrame reads the whole frame at off of f; false if there is none (the
+// end of the log, a torn write, or bytes that are no frame).
+func readFrame(f io.ReaderAt, off uint64) ([]byte, bool) {
+	var h [frameHead]byte
+	if _, err := f.ReadAt(h[:], int64(off)); err != nil || binary.BigEndian.Uint32(h[:]) != frameMagic {
+		return nil, false
+	}
+	n := binary.BigEndian.Uint32(h[4:])
+	if n < frameStep || n > maxSegment {
+		return nil, false
+	}
+	frame := make([]byte, frameHead+int(n)+frameTail)
+	if _, err := f.ReadAt(frame, int64(off)); err != nil {
+		return nil, false
+	}
+	body := frame[:len(frame)-frameTail]
+	if crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(frame[len(body):]) {
+		return nil, false
+	}
+	return frame, true
+}
+
+// replayFrame adds the step of frame to b if it is the step after the head
+// and names only disks that exist.
+func (r *Repo) replayFrame(b *pebble.Batch, frame []byte, added map[uint32]uint64, known map[uint32]bool) bool {
+	p := frame[frameHead : len(frame)-frameTail]
+	seq, tl := binary.BigEndian.Uint64(p), binary.BigEndian.Uint32(p[8:])
+	at, count := decodeTime(binary.BigEndian.Uint64(p[12:])), binary.BigEndian.Uint32(p[20:])
+	p = p[frameStep:]
+	if seq != r.head.Load()+1 || uint64(count)*frameEntry > uint64(len(p)) {
+		return false
+	}
+	for i := range count {
+		if !known[binary.BigEndian.Uint32(p[i*frameEntry:])] {
+			r.logf("log frame of position %d names an unknown disk: replay ends there", seq)
+			return false
+		}
+	}
+	for range count {
+		disk, block := binary.BigEndian.Uint32(p), binary.BigEndian.Uint64(p[4:])
+		v := p[12:frameEntry] // hash | location
+		b.Set(versionKey(disk, block, seq), v, nil)
+		b.Set(journalKey(seq, disk, block), nil, nil)
+		if v[len(Hash{})]&flagZero == 0 {
+			added[disk]++
+			b.Set(hashKey(Hash(v[:len(Hash{})])), v[len(Hash{}):], nil)
+		}
+		p = p[frameEntry:]
+	}
+	b.Set(pointKey(tl, at), be64(be64(nil, seq), uint64(count)), nil)
+	r.head.Store(seq)
+	return true
+}

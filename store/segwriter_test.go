@@ -1,0 +1,132 @@
+package store
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// segModel is what the segments should hold: every appended byte, per segment.
+type segModel map[uint32][]byte
+
+// TestSegmentWriterModel appends runs of every size (within a chunk, across
+// chunk and segment boundaries) with writes and syncs in between, and reads
+// random ranges back (from memory, from the file, and across the two)
+// against an independent model; then reopens where a writer would and goes
+// on. Both with O_DIRECT and through the page cache.
+func TestSegmentWriterModel(t *testing.T) {
+	for _, direct := range []bool{true, false} {
+		name := "direct"
+		if !direct {
+			name = "buffered"
+		}
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			rng := rand.New(rand.NewPCG(7, 11))
+			fill := rand.NewChaCha8([32]byte{7})
+			model := segModel{}
+			committed := map[uint32]uint64{}
+			s := openTestWriter(t, dir, direct, committed)
+			for round := 0; round < 3; round++ {
+				for i := 0; i < 80; i++ {
+					n := 1 + rng.IntN(4096)
+					if rng.IntN(10) == 0 {
+						n = rng.IntN(3 * chunkSize / 2)
+					}
+					p := make([]byte, n)
+					fill.Read(p)
+					loc, err := s.add(p, 0)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if uint64(len(model[loc.seg])) != loc.off {
+						t.Fatalf("content of %d bytes placed at %d of segment %d, which holds %d", n, loc.off, loc.seg, len(model[loc.seg]))
+					}
+					model[loc.seg] = append(model[loc.seg], p...)
+					switch rng.IntN(8) {
+					case 0:
+						err = s.sync()
+					case 1:
+						err = s.write()
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+					checkSegments(t, s, model, rng, 4)
+				}
+				// Reopen as a writer does: the newest segment cut to its committed length.
+				if err := s.sync(); err != nil {
+					t.Fatal(err)
+				}
+				for _, sl := range s.takeSealed() {
+					committed[sl.id] = sl.n
+				}
+				committed[s.wID] = s.wLen
+				if err := s.close(); err != nil {
+					t.Fatal(err)
+				}
+				s = openTestWriter(t, dir, direct, committed)
+				checkSegments(t, s, model, rng, 50)
+				if s.direct != direct {
+					t.Fatalf("writer direct=%v, want %v", s.direct, direct)
+				}
+			}
+			if len(model) < 2 {
+				t.Fatalf("the test never crossed a segment boundary (%d segments)", len(model))
+			}
+			for id, want := range model {
+				got, err := os.ReadFile(filepath.Join(dir, segmentName(id)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(got) < len(want) || !bytes.Equal(got[:len(want)], want) {
+					t.Fatalf("segment %d file holds %d bytes unlike the model's %d", id, len(got), len(want))
+				}
+			}
+		})
+	}
+}
+
+func openTestWriter(t *testing.T, dir string, direct bool, committed map[uint32]uint64) *segments {
+	t.Helper()
+	s, err := openSegments(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.limit = 3*chunkSize + 12345 // segments of a few chunks, not aligned
+	s.noDirect = !direct
+	if err := s.openWriter(func(seg uint32) (uint64, error) { return committed[seg], nil }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.close() })
+	return s
+}
+
+// checkSegments reads n random ranges of the model through s.
+func checkSegments(t *testing.T, s *segments, model segModel, rng *rand.Rand, n int) {
+	t.Helper()
+	for range n {
+		seg := uint32(1 + rng.IntN(len(model)))
+		want := model[seg]
+		if len(want) == 0 {
+			continue
+		}
+		off := rng.IntN(len(want))
+		if rng.IntN(2) == 0 { // near the newest content: memory, or file and memory
+			off = max(0, len(want)-1-rng.IntN(2*chunkSize))
+		}
+		k := 1 + rng.IntN(min(len(want)-off, 256<<10))
+		if rng.IntN(16) == 0 {
+			k = 1 + rng.IntN(min(len(want)-off, chunkSize+chunkSize/2))
+		}
+		got := make([]byte, k)
+		if err := s.readRaw(got, seg, uint64(off)); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want[off:off+k]) {
+			t.Fatalf("segment %d bytes [%d, %d) read back wrong", seg, off, off+k)
+		}
+	}
+}
