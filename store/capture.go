@@ -38,29 +38,80 @@ func (r *Repo) CaptureAt(tl uint32, at time.Time, writes []BlockWrite) (Point, e
 		return Point{}, err
 	}
 	for _, w := range writes {
-		if w.Data == nil {
-			return Point{}, fmt.Errorf("store: capture of block %d of %q without data", w.Block, w.Disk.Name)
+		if len(w.Data) != w.Disk.BlockSize {
+			return Point{}, fmt.Errorf("store: write of %d bytes to disk %q of block size %d", len(w.Data), w.Disk.Name, w.Disk.BlockSize)
 		}
 	}
 	if err := r.drain(); err != nil {
 		return Point{}, err
 	}
-	return r.captureStep(tl, at, false, writes, r.prepare(writes, nil))
-}
-
-// captureStep journals writes, prepared, as one captured step.
-func (r *Repo) captureStep(tl uint32, at time.Time, nudge bool, writes []BlockWrite, prep []prepared) (Point, error) {
-	s, err := r.begin(tl, at, nudge)
+	e := &entry{tl: tl, at: at, writes: writes}
+	pts, err := r.captureSteps([]*entry{e}, r.prepare(writes, nil), false)
 	if err != nil {
 		return Point{}, err
 	}
-	s.durable = false
-	s.when()
-	if err := s.putFrame(writes, prep); err != nil {
-		s.Abort()
-		return Point{}, err
+	return pts[0], nil
+}
+
+// captureSteps journals entries (their blocks prepared in order in prep) as
+// consecutive captured steps in one index batch, each appended to the log as
+// its frame. With nudge an entry's time is moved past the timeline's newest
+// point where needed (queued writes); without, such a time is refused.
+func (r *Repo) captureSteps(es []*entry, prep []prepared, nudge bool) ([]Point, error) {
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	b := r.db.NewBatch()
+	defer b.Close()
+	seq := r.head.Load()
+	times := map[uint32]time.Time{}
+	counts := map[uint32]uint64{}
+	pts := make([]Point, 0, len(es))
+	for _, e := range es {
+		last, ok := times[e.tl]
+		if !ok {
+			var err error
+			if last, err = r.lastTime(e.tl); err != nil {
+				return nil, err
+			}
+		}
+		if !nudge && !e.at.IsZero() && !e.at.After(last) {
+			return nil, fmt.Errorf("%w: %s is not after %s (the newest point or bookmark)", ErrTimeOrder,
+				e.at.UTC().Format(time.RFC3339Nano), last.Format(time.RFC3339Nano))
+		}
+		s := &Step{r: r, tl: e.tl, seq: seq + 1, at: e.at.UTC(), last: last, nudge: true, b: b, pending: map[Hash]location{}}
+		t := s.when()
+		if err := s.putFrame(e.writes, prep[:len(e.writes)]); err != nil {
+			return nil, err
+		}
+		prep = prep[len(e.writes):]
+		b.Set(pointKey(e.tl, t), be64(be64(nil, s.seq), s.blocks), nil)
+		for id, n := range s.perDisk {
+			counts[id] += n
+		}
+		times[e.tl] = t
+		seq++
+		pts = append(pts, Point{Seq: s.seq, Time: t, Blocks: s.blocks})
 	}
-	return s.Commit()
+	b.Set(metaHead, be64(nil, seq), nil)
+	for id, n := range counts {
+		total, err := r.versionCount(id)
+		if err != nil {
+			return nil, err
+		}
+		counts[id] = total + n
+		b.Set(diskVersionsKey(id), be64(nil, total+n), nil)
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return nil, fmt.Errorf("store: commit captured steps to %d: %w", seq, err)
+	}
+	r.head.Store(seq)
+	for tl, t := range times {
+		r.lastTimes[tl] = t
+	}
+	for id, n := range counts {
+		r.versions[id] = n
+	}
+	return pts, nil
 }
 
 // Sync makes every step journaled so far durable.

@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"runtime"
 	"sync"
 	"time"
@@ -37,6 +38,35 @@ type queue struct {
 	err     error                     // the first commit error, for good
 	closed  bool
 	exited  chan struct{}
+	bufs    [bufClasses]sync.Pool // *[]byte of cap 4 KiB << class, for entries' data
+}
+
+// Entries' data comes from pools of 4 KiB to 8 MiB buffers and goes back
+// once committed: a copy per write is needed (the caller's buffer is
+// reused), a fresh zeroed allocation for each is not.
+const (
+	bufMin     = 12 // 4 KiB
+	bufClasses = 12 // up to 8 MiB
+)
+
+// getBuf returns a buffer of n bytes.
+func (q *queue) getBuf(n int) []byte {
+	c := max(bits.Len(uint(n-1)), bufMin) - bufMin
+	if n == 0 || c >= bufClasses {
+		return make([]byte, n)
+	}
+	if b, ok := q.bufs[c].Get().(*[]byte); ok {
+		return (*b)[:n]
+	}
+	return make([]byte, n, 1<<(c+bufMin))
+}
+
+// putBuf takes back a buffer of getBuf.
+func (q *queue) putBuf(b []byte) {
+	c := bits.Len(uint(cap(b))) - 1 - bufMin
+	if c >= 0 && c < bufClasses && cap(b) == 1<<(c+bufMin) {
+		q.bufs[c].Put(&b)
+	}
 }
 
 type entry struct {
@@ -44,6 +74,7 @@ type entry struct {
 	at     time.Time
 	writes []BlockWrite // Data nil: a zero block
 	size   int
+	buf    []byte // the writes' data
 }
 
 type blockKey struct {
@@ -91,7 +122,9 @@ func (r *Repo) CaptureAsync(tl uint32, writes []BlockWrite) error {
 			e.size += len(w.Data)
 		}
 	}
-	buf := make([]byte, e.size) // one copy of all blocks: the caller's buffer is reused
+	q := r.q
+	buf := q.getBuf(e.size) // one copy of all blocks: the caller's buffer is reused
+	e.buf = buf
 	off := 0
 	for i, w := range writes {
 		e.writes[i] = BlockWrite{Disk: w.Disk, Block: w.Block}
@@ -101,7 +134,6 @@ func (r *Repo) CaptureAsync(tl uint32, writes []BlockWrite) error {
 			off += len(w.Data)
 		}
 	}
-	q := r.q
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for q.bytes > 0 && q.bytes+e.size > queueBytes && q.err == nil && !q.closed {
@@ -186,6 +218,8 @@ func (r *Repo) captureLoop() {
 				}
 			}
 			q.bytes -= e.size
+			q.putBuf(e.buf) // no reader holds it: they copy under q.mu
+			e.buf = nil
 		}
 		q.entries = q.entries[len(batch):]
 		if len(q.entries) == 0 {
@@ -197,18 +231,36 @@ func (r *Repo) captureLoop() {
 	}
 }
 
-// commitQueued journals each entry as one step. Hashing and compressing a
-// large write is spread over the cores before the writer is taken.
+// commitQueued journals entries as consecutive steps, a group of them per
+// index batch: one commit serves many small writes. Hashing and compressing
+// is spread over the cores before the writer is taken.
 func (r *Repo) commitQueued(batch []*entry) error {
+	var writes []BlockWrite
 	var prep []prepared
-	for _, e := range batch {
-		prep = r.prepare(e.writes, prep[:0])
-		if _, err := r.captureStep(e.tl, e.at, true, e.writes, prep); err != nil {
+	for len(batch) > 0 {
+		n, size := 0, 0
+		for n < len(batch) && n < groupSteps && size < groupBytes {
+			size += batch[n].size
+			n++
+		}
+		writes = writes[:0]
+		for _, e := range batch[:n] {
+			writes = append(writes, e.writes...)
+		}
+		prep = r.prepare(writes, prep[:0])
+		if _, err := r.captureSteps(batch[:n], prep, true); err != nil {
 			return err
 		}
+		batch = batch[n:]
 	}
 	return nil
 }
+
+// A group of queued steps journaled in one index batch is at most this big.
+const (
+	groupSteps = 256
+	groupBytes = 16 << 20
+)
 
 // prepared is a block's hash and its stored form, computed outside the writer lock.
 type prepared struct {
@@ -219,7 +271,7 @@ type prepared struct {
 
 // parallelBlocks is the size of a write from which its blocks are prepared
 // on several cores.
-const parallelBlocks = 32
+const parallelBlocks = 64
 
 // prepare hashes and compresses the blocks of writes.
 func (r *Repo) prepare(writes []BlockWrite, out []prepared) []prepared {

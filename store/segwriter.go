@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -49,9 +50,10 @@ type segments struct {
 	dec *zstd.Decoder
 
 	// Writer state, nil/zero for read-only repositories.
-	enc    *zstd.Encoder
-	w      *os.File
-	direct bool // w was opened with O_DIRECT
+	enc     *zstd.Encoder
+	scratch sync.Pool // *[]byte for compression attempts
+	w       *os.File
+	direct  bool // w was opened with O_DIRECT
 	// limit is the size at which a new segment starts (maxSegment; tests
 	// lower it), noDirect turns O_DIRECT off (tests of the fallback).
 	limit    uint64
@@ -239,11 +241,17 @@ func (s *segments) newChunk() (*chunk, error) {
 // compress returns data's stored form: a zstd frame when that saves at
 // least an eighth, else data itself. Safe for concurrent use.
 func (s *segments) compress(data []byte) ([]byte, uint8) {
-	c := s.enc.EncodeAll(data, make([]byte, 0, len(data)))
-	if len(c) <= len(data)-len(data)/8 {
-		return c, flagTried | flagZstd
+	scratch, _ := s.scratch.Get().(*[]byte)
+	if scratch == nil {
+		scratch = new([]byte)
 	}
-	return data, flagTried
+	defer s.scratch.Put(scratch)
+	c := s.enc.EncodeAll(data, (*scratch)[:0])
+	*scratch = c[:0]
+	if len(c) <= len(data)-len(data)/8 {
+		return bytes.Clone(c), flagTried | flagZstd
+	}
+	return data, flagTried // most captured data: nothing allocated
 }
 
 // reserve returns where n bytes appended next will lie, starting a new
