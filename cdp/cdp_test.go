@@ -184,6 +184,16 @@ func TestLiveFollowsWriter(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	// Lookups learn of new views from the inotify watcher, without a syscall.
+	if l.watch == nil {
+		t.Fatal("no watch on the views directory")
+	}
+	for gen, _ := store.NewestView(r.Dir()); l.published.Load() != gen; {
+		if time.Now().After(deadline) {
+			t.Fatalf("watcher saw view %d, newest is %d", l.published.Load(), gen)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	if _, err := l.Resolve(ctx, "nope", time.Now()); !errors.Is(err, store.ErrUnknownDisk) {
 		t.Fatalf("unknown disk: %v", err)
 	}

@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/hindsight-cdp/hindsight/store"
+	"golang.org/x/sys/unix"
 )
 
 // Live is a read-only repository that follows the writer: every listing call
@@ -20,7 +23,13 @@ type Live struct {
 
 	mu      sync.Mutex
 	cur     *handle
-	pending chan struct{} // closed when the refresh under way ends; nil if none
+	pending chan struct{}  // closed when the refresh under way ends; nil if none
+	closing sync.WaitGroup // views being closed in the background
+
+	// published is the newest view generation the watcher saw, so that a
+	// lookup learns of new views without a syscall (0: unknown, ask).
+	published atomic.Uint64
+	watch     *os.File // inotify on the views directory; nil: none
 }
 
 // How a call wants the view it reads.
@@ -38,18 +47,22 @@ const (
 
 // handle is one open view, closed when it is superseded and unused.
 type handle struct {
-	repo *store.Repo
-	mu   sync.Mutex
-	refs int // 1 for being current, plus one per reader
+	repo    *store.Repo
+	closing *sync.WaitGroup
+	mu      sync.Mutex
+	refs    int // 1 for being current, plus one per reader
 }
 
+// release drops a reference. The last one closes the view in the
+// background: closing pebble and removing the view's private links takes
+// milliseconds (tens while the writer syncs), which no lookup should wait for.
 func (h *handle) release() {
 	h.mu.Lock()
 	h.refs--
 	last := h.refs == 0
 	h.mu.Unlock()
 	if last {
-		h.repo.Close()
+		h.closing.Go(func() { h.repo.Close() })
 	}
 }
 
@@ -61,8 +74,45 @@ func OpenLive(dir string, logf func(string, ...any)) (*Live, error) {
 		l.cache.Unref()
 		return nil, err
 	}
-	l.cur = &handle{repo: r, refs: 1}
+	if err := r.Warm(); err != nil && logf != nil {
+		logf("cdp: warm view: %v", err)
+	}
+	l.cur = &handle{repo: r, closing: &l.closing, refs: 1}
+	l.watchViews()
 	return l, nil
+}
+
+// watchViews follows the publication of views with inotify: a lookup then
+// compares two numbers instead of listing the views directory, which can
+// wait behind the writer's directory changes while the disk syncs. Without
+// inotify, published stays 0 and lookups list the directory.
+func (l *Live) watchViews() {
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return
+	}
+	if _, err := unix.InotifyAddWatch(fd, store.ViewsDir(l.dir), unix.IN_MOVED_TO|unix.IN_CREATE); err != nil {
+		unix.Close(fd)
+		return
+	}
+	l.watch = os.NewFile(uintptr(fd), "inotify")
+	l.notePublished()
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			if _, err := l.watch.Read(buf); err != nil {
+				return // closed
+			}
+			l.notePublished()
+		}
+	}()
+}
+
+// notePublished records the newest published view.
+func (l *Live) notePublished() {
+	if gen, err := store.NewestView(l.dir); err == nil {
+		l.published.Store(gen)
+	}
 }
 
 // Close releases the view; images handed out stop working.
@@ -75,9 +125,14 @@ func (l *Live) Close() error {
 		<-ch
 		l.mu.Lock()
 	}
+	if l.watch != nil {
+		l.watch.Close()
+		l.watch = nil
+	}
 	if l.cur != nil {
 		l.cur.release()
 		l.cur = nil
+		l.closing.Wait()
 		l.cache.Unref()
 	}
 	return nil
@@ -88,7 +143,7 @@ func (l *Live) acquire(f freshness) (*handle, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if f != current {
-		if ch := l.refresh(); ch != nil && f == newest {
+		if ch := l.refresh(f == newest); ch != nil && f == newest {
 			l.mu.Unlock()
 			<-ch
 			l.mu.Lock()
@@ -105,26 +160,38 @@ func (l *Live) acquire(f freshness) (*handle, error) {
 
 // refresh starts moving to the newest published view, unless it is the
 // current one, and returns a channel closed when the move ends (nil if there
-// is nothing to do). Opening a view replays its log, which takes milliseconds,
-// so it runs in the background and lookups that can go on with the view at
-// hand do. Called with l.mu held.
-func (l *Live) refresh() chan struct{} {
+// is nothing to do). Opening a view replays its log and opens its tables,
+// which takes milliseconds, so it runs in the background and lookups that
+// can go on with the view at hand do. With ask, the views directory is
+// listed rather than trusted to the watcher. Called with l.mu held.
+func (l *Live) refresh(ask bool) chan struct{} {
 	if l.pending != nil {
 		return l.pending
 	}
 	if l.cur == nil {
 		return nil
 	}
-	gen, err := store.NewestView(l.dir)
-	if err != nil || gen <= l.cur.repo.Generation() {
+	gen := l.published.Load()
+	if ask || gen == 0 {
+		var err error
+		if gen, err = store.NewestView(l.dir); err != nil {
+			return nil
+		}
+	}
+	if gen <= l.cur.repo.Generation() {
 		return nil
 	}
 	ch := make(chan struct{})
 	l.pending = ch
 	go func() {
 		r, err := store.Open(l.dir, store.Options{ReadOnly: true, Cache: l.cache, Logf: l.logf})
+		if err == nil {
+			if werr := r.Warm(); werr != nil && l.logf != nil {
+				l.logf("cdp: warm view %d: %v", gen, werr)
+			}
+		}
+		var old *handle
 		l.mu.Lock()
-		defer l.mu.Unlock()
 		switch {
 		case err != nil:
 			// Keep serving the view we have; the next call tries again.
@@ -134,12 +201,15 @@ func (l *Live) refresh() chan struct{} {
 		case l.cur == nil || r.Generation() <= l.cur.repo.Generation():
 			r.Close()
 		default:
-			old := l.cur
-			l.cur = &handle{repo: r, refs: 1}
-			old.release()
+			old = l.cur
+			l.cur = &handle{repo: r, closing: &l.closing, refs: 1}
 		}
 		l.pending = nil
 		close(ch)
+		l.mu.Unlock()
+		if old != nil {
+			old.release()
+		}
 	}()
 	return ch
 }

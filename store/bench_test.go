@@ -292,6 +292,8 @@ func TestBenchMountOpen(t *testing.T) {
 	buf := make([]byte, benchBS)
 	warmup := int(envInt("HINDSIGHT_BENCH_WARMUP", 0))
 	pace := time.Duration(envInt("HINDSIGHT_BENCH_PACE_MS", 0)) * time.Millisecond
+	// HINDSIGHT_BENCH_TRACE_MS prints every open slower than that, when.
+	traceSlow := time.Duration(envInt("HINDSIGHT_BENCH_TRACE_MS", 0)) * time.Millisecond
 	var size int64
 	var lat, stat, open, read []time.Duration
 	for i := 0; i < warmup+n; i++ {
@@ -328,6 +330,9 @@ func TestBenchMountOpen(t *testing.T) {
 		}
 		if i < warmup {
 			continue
+		}
+		if l := t1.Sub(t0) + t2.Sub(t1) + t4.Sub(t3); traceSlow > 0 && l > traceSlow {
+			fmt.Printf("bench-open slow %s at %s: stat %v open %v read %v\n", name, t0.Format("15:04:05.000000"), t1.Sub(t0), t2.Sub(t1), t4.Sub(t3))
 		}
 		lat = append(lat, t1.Sub(t0)+t2.Sub(t1)+t4.Sub(t3))
 		stat, open, read = append(stat, t1.Sub(t0)), append(open, t2.Sub(t1)), append(read, t4.Sub(t3))
@@ -393,6 +398,9 @@ func TestBenchWriter(t *testing.T) {
 		steps++
 		if time.Now().After(next) {
 			t1 := time.Now()
+			if os.Getenv("HINDSIGHT_BENCH_TRACE_MS") != "" {
+				fmt.Printf("bench-writer publish at %s\n", t1.Format("15:04:05.000000"))
+			}
 			if err := r.Sync(); err != nil {
 				t.Fatal(err)
 			}

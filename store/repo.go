@@ -117,6 +117,11 @@ func pebbleOptions(opt Options, cache *pebble.Cache) *pebble.Options {
 		ReadOnly:           opt.ReadOnly,
 		Logger:             logger{opt.Logf},
 	}
+	if opt.ReadOnly {
+		// A view's memtable only holds its log, at most viewLogBytes: a
+		// smaller arena makes opening one (as readers do every publish) cheaper.
+		o.MemTableSize = 4 << 20
+	}
 	// Bloom filters answer most hash lookups of new content (dedupe misses)
 	// without reading a data block: without them each miss cost a pread.
 	for i := range o.Levels {

@@ -28,6 +28,10 @@ const viewLogBytes = 1 << 20
 
 func viewsDir(dir string) string { return filepath.Join(dir, "views") }
 
+// ViewsDir is where the writer of the repository in dir publishes views:
+// readers may watch it for new ones.
+func ViewsDir(dir string) string { return viewsDir(dir) }
+
 // viewGenerations lists published generations, ascending.
 func viewGenerations(dir string) ([]uint64, error) {
 	ents, err := os.ReadDir(viewsDir(dir))
@@ -203,4 +207,24 @@ func openViewGen(dir string, gen uint64, opt Options) (_ *Repo, err error) {
 	}
 	r.private = priv
 	return r, nil
+}
+
+// Warm opens every table of the view's index and reads its index block, so
+// that the first lookups on a view just opened do not each pay for opening
+// tables: a reader moving to a newer view warms it before switching.
+func (r *Repo) Warm() error {
+	levels, err := r.db.SSTables()
+	if err != nil {
+		return err
+	}
+	it, err := r.db.NewIter(nil)
+	if err != nil {
+		return err
+	}
+	for _, level := range levels {
+		for _, t := range level {
+			it.SeekGE(t.Smallest.UserKey) // positions every level there: opens its tables
+		}
+	}
+	return errors.Join(it.Error(), it.Close())
 }
