@@ -2,13 +2,19 @@
 // wants it: 1 MiB requests with the read-ahead raised to match, no xattrs or
 // splice, owner-only unless asked otherwise, logs through the caller, and an
 // unmount when the caller's context ends or someone runs umount.
+//
+// With Config.IOUring the tree is served over FUSE's io_uring transport
+// (package fuseuring: each request answered on the CPU that issued it),
+// and over /dev/fuse by go-fuse's server when that is not possible.
 package fusesrv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,6 +22,8 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"github.com/hindsight-cdp/hindsight/fs/fuseuring"
 )
 
 // Config says how to mount.
@@ -25,13 +33,24 @@ type Config struct {
 	AllowOther bool // allow_other plus default_permissions: the kernel checks modes
 	Debug      bool // log every request through Logf, prefixed "fuse: "
 	Logf       func(format string, args ...any)
+	// IOUring serves over FUSE's io_uring transport, turning the kernel's
+	// switch (fuseuring.SwitchPath) on if it is off, and raising
+	// GOMAXPROCS by one per queue thread while mounted. Where it cannot
+	// be used (a kernel before 6.14 or without it, not root, io_uring
+	// disabled) the mount is served over /dev/fuse, and one log line says
+	// why.
+	IOUring bool
+
+	// mountURing replaces fuseuring.Mount in tests.
+	mountURing func(ctx context.Context, dir string, fs fuse.RawFileSystem, opts fuseuring.Options) (*fuseuring.Server, error)
 }
 
 // Server is a mounted tree.
 type Server struct {
-	srv  *fuse.Server
-	dir  string
-	logf func(format string, args ...any)
+	srv   transport
+	uring bool
+	dir   string
+	logf  func(format string, args ...any)
 
 	mu      sync.Mutex // serializes Unmount
 	stopped chan struct{}
@@ -87,21 +106,42 @@ func Mount(ctx context.Context, dir string, root fs.InodeEmbedder, cfg Config) (
 		UID:            uint32(os.Getuid()),
 		GID:            uint32(os.Getgid()),
 	}
-	server, err := fuse.NewServer(fs.NewNodeFS(root, fsOpts), dir, &fsOpts.MountOptions)
-	if err != nil {
-		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	raw := fs.NewNodeFS(root, fsOpts)
+	var server transport
+	release := func() {}
+	if cfg.IOUring {
+		u, err := mountURing(ctx, dir, raw, fsOpts.MountOptions, flags, cfg, logf)
+		if err != nil && ctx.Err() != nil {
+			return nil, fmt.Errorf("mount %s: %w", dir, ctx.Err())
+		} else if err != nil {
+			logf("%s: serving over /dev/fuse: %v", dir, err)
+		} else {
+			server = u
+			release = reserveProcs(u.Queues())
+		}
 	}
-	go server.Serve()
-	if err := server.WaitMount(); err != nil {
-		_ = server.Unmount()
-		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	uring := server != nil
+	if server == nil {
+		// A failed io_uring attempt left no connection behind (its
+		// mount is gone): the same bridge serves this one.
+		gs, err := fuse.NewServer(raw, dir, &fsOpts.MountOptions)
+		if err != nil {
+			return nil, fmt.Errorf("mount %s: %w", dir, err)
+		}
+		go gs.Serve()
+		if err := gs.WaitMount(); err != nil {
+			_ = gs.Unmount()
+			return nil, fmt.Errorf("mount %s: %w", dir, err)
+		}
+		server = gs
 	}
 	if err := raiseReadAhead(dir); err != nil {
 		logf("%s: requests stay at 128 KiB: %v", dir, err)
 	}
-	s := &Server{srv: server, dir: dir, logf: logf, stopped: make(chan struct{})}
+	s := &Server{srv: server, uring: uring, dir: dir, logf: logf, stopped: make(chan struct{})}
 	go func() {
 		server.Wait()
+		release()
 		close(s.stopped)
 	}()
 	go func() {
@@ -137,6 +177,56 @@ func (s *Server) Unmount() error {
 // Wait returns once the tree is unmounted, by Unmount, ctx, or from outside
 // (umount, fusermount3 -u).
 func (s *Server) Wait() { <-s.stopped }
+
+// IOUring reports whether the tree is served over io_uring rather than
+// /dev/fuse.
+func (s *Server) IOUring() bool { return s.uring }
+
+// transport is go-fuse's server or fuseuring's.
+type transport interface {
+	Unmount() error
+	Wait()
+}
+
+var (
+	_ transport = (*fuse.Server)(nil)
+	_ transport = (*fuseuring.Server)(nil)
+)
+
+// mountURing mounts over io_uring, turning the kernel switch on if needed.
+func mountURing(ctx context.Context, dir string, raw fuse.RawFileSystem, mo fuse.MountOptions, flags uintptr, cfg Config, logf func(string, ...any)) (*fuseuring.Server, error) {
+	if err := fuseuring.Available(); errors.Is(err, fuseuring.ErrSwitchOff) {
+		if err := fuseuring.Enable(); err != nil {
+			return nil, err
+		}
+		logf("turned on %s for FUSE over io_uring", fuseuring.SwitchPath)
+	}
+	mount := cfg.mountURing
+	if mount == nil {
+		mount = fuseuring.Mount
+	}
+	return mount(ctx, dir, raw, fuseuring.Options{MountOptions: mo, MountFlags: flags, Logf: logf})
+}
+
+// procs serializes changes of GOMAXPROCS.
+var procs sync.Mutex
+
+// reserveProcs raises GOMAXPROCS by n, one P per io_uring queue thread,
+// until release is called. A queue thread keeps its P while it waits in
+// the kernel, which the runtime takes back only after a while (up to
+// 10 ms); without more Ps, every other goroutine of the program (the
+// journal behind a tap, requests handed off the queue threads) would wait
+// that long.
+func reserveProcs(n int) (release func()) {
+	procs.Lock()
+	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + n)
+	procs.Unlock()
+	return func() {
+		procs.Lock()
+		runtime.GOMAXPROCS(max(1, runtime.GOMAXPROCS(0)-n))
+		procs.Unlock()
+	}
+}
 
 // raiseReadAhead sets the read-ahead of the mount at dir to ReadAheadKB. The
 // kernel offers FUSE 128 KiB at setup and go-fuse can only lower it, so a
