@@ -2,11 +2,13 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -241,6 +243,9 @@ func (s *segments) newChunk() (*chunk, error) {
 // compress returns data's stored form: a zstd frame when that saves at
 // least an eighth, else data itself. Safe for concurrent use.
 func (s *segments) compress(data []byte) ([]byte, uint8) {
+	if !mayCompress(data) {
+		return data, flagTried
+	}
 	scratch, _ := s.scratch.Get().(*[]byte)
 	if scratch == nil {
 		scratch = new([]byte)
@@ -263,6 +268,47 @@ func (s *segments) reserve(n uint64) (uint32, uint64, error) {
 		}
 	}
 	return s.wID, s.wLen, s.err
+}
+
+// mayCompress looks at a sample of b (32 runs of 16 bytes spread over it)
+// and reports whether compressing it could pay: not when the sample's bytes
+// are spread like random data (encrypted or compressed content, much of
+// what a busy disk writes) and no run repeats. A zstd attempt that fails
+// costs about as much as hashing the block; this a small part of that. It
+// can miss a random pattern repeated at a period the runs do not meet: a
+// compression lost, nothing else.
+func mayCompress(b []byte) bool {
+	const runs, run = 32, 16
+	if len(b) < 2*runs*run {
+		return true
+	}
+	var counts [256]uint16
+	var seen [runs]uint64
+	stride := len(b) / runs
+	distinct, most := 0, uint16(0)
+	for i := range runs {
+		r := b[i*stride : i*stride+run]
+		seen[i] = binary.LittleEndian.Uint64(r) ^ binary.LittleEndian.Uint64(r[8:])*0x9e3779b97f4a7c15
+		for _, c := range r {
+			if counts[c] == 0 {
+				distinct++
+			}
+			counts[c]++
+			most = max(most, counts[c])
+		}
+	}
+	// 512 random bytes show about 221 distinct values, none more than ~8
+	// times; text, zeros, sparse or structured data fall far short.
+	if distinct < 190 || most > 16 {
+		return true
+	}
+	slices.Sort(seen[:])
+	for i := 1; i < runs; i++ {
+		if seen[i] == seen[i-1] { // a repeated run: a pattern zstd may find
+			return true
+		}
+	}
+	return false
 }
 
 // add appends one block's stored content (flags: flagZstd or 0) and returns
