@@ -36,6 +36,11 @@ At start, blocks where FILE and the journal's newest state differ (a crash betwe
 the two writes, or changes while unprotected) are journaled as a point bookmarked
 resync-<time>.
 
+The file is served over FUSE's io_uring transport where the kernel has it (Linux 6.14
+and later; the switch /sys/module/fuse/parameters/enable_uring is turned on): each
+request is answered on the CPU that issued it, which more than doubles small
+synchronous writes. --io-uring=false serves over /dev/fuse.
+
 The journal is synced and published every --sync-interval, so 'hindsight mount' in
 another process shows the new points, and a crash loses at most that much of what
 was never fsynced. Ends on Ctrl-C, SIGTERM or 'umount DIR' (detach loop devices first).`,
@@ -45,6 +50,8 @@ was never fsynced. Ends on Ctrl-C, SIGTERM or 'umount DIR' (detach loop devices 
 			&cli.StringFlag{Name: "backing", Usage: "the real disk (`FILE` or device) stays primary; writes are mirrored into the journal"},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users open the disk file (mode 0666)"},
 			&cli.BoolFlag{Name: "fuse-debug", Usage: "log every FUSE request to stderr"},
+			&cli.BoolFlag{Name: "io-uring", Value: true, Usage: "serve the disk file over FUSE's io_uring transport (Linux 6.14+; turns on " +
+				"/sys/module/fuse/parameters/enable_uring), falling back to /dev/fuse; --io-uring=false always uses /dev/fuse"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.Duration("sync-interval") <= 0 {
@@ -82,7 +89,7 @@ was never fsynced. Ends on Ctrl-C, SIGTERM or 'umount DIR' (detach loop devices 
 				}
 				return serveDevices(c, r, devs, func(ctx context.Context) (*fusesrv.Server, error) {
 					return tap.MountAll(ctx, c.String("mount"), files, tap.Options{
-						AllowOther: c.Bool("allow-other"), Debug: c.Bool("fuse-debug"), Logf: stderrf,
+						AllowOther: c.Bool("allow-other"), Debug: c.Bool("fuse-debug"), Logf: stderrf, IOUring: c.Bool("io-uring"),
 					})
 				})
 			})

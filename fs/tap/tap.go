@@ -47,6 +47,10 @@ type Options struct {
 	// Files are small read-only files shown beside the disk file, such as
 	// the VMDK descriptor of a disk served as <name>-flat.vmdk.
 	Files map[string][]byte
+	// IOUring serves the mount over FUSE's io_uring transport where the
+	// kernel has it (see fusesrv.Config.IOUring): each request is answered
+	// on the CPU that issued it, which more than doubles small writes.
+	IOUring bool
 }
 
 // Mount serves dev as dir/name until ctx ends or the returned server is unmounted.
@@ -75,7 +79,7 @@ func MountAll(ctx context.Context, dir string, files []File, opt Options) (*fuse
 	for _, f := range files {
 		root.files = append(root.files, named{f.Name, &file{dev: f.Dev, mode: mode, logf: logf, mtime: root.mtime}})
 	}
-	return fusesrv.Mount(ctx, dir, root, fusesrv.Config{Name: "hindsight-tap", AllowOther: opt.AllowOther, Debug: opt.Debug, Logf: logf})
+	return fusesrv.Mount(ctx, dir, root, fusesrv.Config{Name: "hindsight-tap", AllowOther: opt.AllowOther, Debug: opt.Debug, Logf: logf, IOUring: opt.IOUring})
 }
 
 type named struct {
