@@ -204,12 +204,14 @@ func (l *Live) refresh(ask bool) chan struct{} {
 			old = l.cur
 			l.cur = &handle{repo: r, closing: &l.closing, refs: 1}
 		}
-		l.pending = nil
-		close(ch)
-		l.mu.Unlock()
+		// Released before pending clears, so that Close, which waits for
+		// pending, never waits on l.closing while this adds to it.
 		if old != nil {
 			old.release()
 		}
+		l.pending = nil
+		close(ch)
+		l.mu.Unlock()
 	}()
 	return ch
 }
