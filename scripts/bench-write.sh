@@ -3,6 +3,8 @@
 # filesystem as the repository (issue 3's targets), one run each:
 #   1. sequential 1 MiB writes, dd conv=fsync, 1 GiB of random data
 #   2. 4 KiB random writes with an fsync every 64 (fio), IOPS and p99 fsync latency
+#      (1 and 2 through the tap over FUSE io_uring, protect's default, and
+#      over /dev/fuse)
 #   3. NBD: qemu-img convert -n of 512 MiB into serve-nbd vs qemu-nbd on a plain file
 # Root. Cleans up after itself. Results are printed; docs/PERFORMANCE.md holds them.
 set -euo pipefail
@@ -42,18 +44,27 @@ t=$(timed dd if="$src" of="$plain" bs=1M count=1024 conv=fsync,notrunc)
 plain_seq=$(rate $((1 << 30)) "$t")
 read -r plain_iops plain_p99 <<<"$(fio_run "$plain")"
 
-echo "== FUSE tap"
 "$HS" --repo "$work/repo" init >/dev/null
-"$HS" --repo "$work/repo" disk create web --size 1G >/dev/null
 mkdir "$work/tap"
-"$HS" --repo "$work/repo" protect web --mount "$work/tap" 2>"$work/protect.log" &
-pids+=($!)
-for _ in $(seq 100); do mountpoint -q "$work/tap" && break; sleep 0.1; done
-dropcaches
-t=$(timed dd if="$src" of="$work/tap/web.img" bs=1M count=1024 conv=fsync,notrunc)
-tap_seq=$(rate $((1 << 30)) "$t")
-read -r tap_iops tap_p99 <<<"$(fio_run "$work/tap/web.img")"
-kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'
+# tap MODE: protect a new 1 GiB disk over FUSE io_uring (MODE true, the
+# default) or /dev/fuse (false); dd fills it with random data, then fio.
+tap() {
+	"$HS" --repo "$work/repo" disk create "web$1" --size 1G >/dev/null
+	"$HS" --repo "$work/repo" protect "web$1" --mount "$work/tap" --io-uring="$1" 2>"$work/protect-$1.log" &
+	pids+=($!)
+	for _ in $(seq 100); do mountpoint -q "$work/tap" && break; sleep 0.1; done
+	dropcaches
+	t=$(timed dd if="$src" of="$work/tap/web$1.img" bs=1M count=1024 conv=fsync,notrunc)
+	tap_seq=$(rate $((1 << 30)) "$t")
+	read -r tap_iops tap_p99 <<<"$(fio_run "$work/tap/web$1.img")"
+	kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'
+	for _ in $(seq 50); do mountpoint -q "$work/tap" || break; sleep 0.1; done
+}
+echo "== FUSE tap over /dev/fuse"
+tap false
+dev_seq=$tap_seq dev_iops=$tap_iops dev_p99=$tap_p99
+echo "== FUSE tap over io_uring"
+tap true
 
 echo "== NBD: qemu-img convert -n of 512 MiB"
 head -c $((512 << 20)) "$src" >"$work/nbd-src.raw"
@@ -75,4 +86,7 @@ printf '\n%-44s %10s %10s %8s\n' "workload" "hindsight" "plain" "ratio"
 printf '%-44s %10s %10s %8s\n' "sequential 1 MiB, dd conv=fsync (MB/s)" "$tap_seq" "$plain_seq" "$(pct "$tap_seq" "$plain_seq")"
 printf '%-44s %10s %10s %8s\n' "4 KiB random, fsync every 64 (IOPS)" "$tap_iops" "$plain_iops" "$(pct "$tap_iops" "$plain_iops")"
 printf '%-44s %10s %10s\n' "p99 fsync latency (us)" "$tap_p99" "$plain_p99"
+printf '%-44s %10s %10s %8s\n' "same over /dev/fuse: sequential (MB/s)" "$dev_seq" "$plain_seq" "$(pct "$dev_seq" "$plain_seq")"
+printf '%-44s %10s %10s %8s\n' "same over /dev/fuse: 4 KiB random (IOPS)" "$dev_iops" "$plain_iops" "$(pct "$dev_iops" "$plain_iops")"
+printf '%-44s %10s %10s\n' "same over /dev/fuse: p99 fsync (us)" "$dev_p99" "$plain_p99"
 printf '%-44s %10s %10s %8s\n' "NBD qemu-img convert -n (MB/s; vs qemu-nbd)" "$hs_nbd" "$q_nbd" "$(pct "$hs_nbd" "$q_nbd")"
