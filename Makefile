@@ -6,6 +6,8 @@ PKGS     := ./...
 # losetup/fsfreeze, sqlite3, nbdinfo/nbdcopy; mkfs.xfs, mkfs.btrfs, ntfs-3g/mkfs.ntfs, mkfs.vfat/mtools
 # for file-level recovery; postgresql (postgres, pgbench, pg_amcheck) for the quiesce agents.
 APT_PKGS := fuse3 qemu-utils e2fsprogs fdisk util-linux b3sum sqlite3 libnbd-bin xfsprogs btrfs-progs ntfs-3g dosfstools mtools postgresql jq
+# and what only the benchmarks use (fio for bench-write.sh)
+BENCH_PKGS := fio
 
 .PHONY: help build test deps lint bench soak demo clean ci
 
@@ -16,7 +18,7 @@ build: ## build ./bin/hindsight
 	$(GO) build -o $(BIN) ./cmd/hindsight
 
 deps: ## install the Debian packages the tests need (when missing)
-	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(APT_PKGS) $(EXTRA_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -33,7 +35,8 @@ lint: ## gofmt, go vet, go mod tidy check
 	if ! git diff --quiet -- go.mod go.sum; then echo "go.mod/go.sum not tidy"; git diff -- go.mod go.sum | head -20; \
 	  cp /tmp/hs-go.mod.bak go.mod; cp /tmp/hs-go.sum.bak go.sum; exit 1; fi
 
-bench: deps build ## benchmarks; figures go into docs/PERFORMANCE.md
+bench: build ## benchmarks; figures go into docs/PERFORMANCE.md
+	@$(MAKE) --no-print-directory deps EXTRA_PKGS="$(BENCH_PKGS)"
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./store/ ./fs/
 	bash scripts/bench-read.sh
 	bash scripts/bench-write.sh

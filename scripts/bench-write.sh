@@ -19,7 +19,7 @@ cleanup() {
 	rm -rf "$work" /dev/shm/hs-wbench-src.raw
 }
 trap cleanup EXIT
-for t in fio qemu-img qemu-nbd; do command -v $t >/dev/null || { echo "$t missing: make deps" >&2; exit 1; }; done
+for t in fio qemu-img qemu-nbd; do command -v $t >/dev/null || { echo "$t missing: make deps EXTRA_PKGS=fio" >&2; exit 1; }; done
 
 src=/dev/shm/hs-wbench-src.raw
 head -c $((1 << 30)) /dev/urandom >"$src"
