@@ -45,19 +45,19 @@ func (r *Repo) CaptureAt(tl uint32, at time.Time, writes []BlockWrite) (Point, e
 	if err := r.drain(); err != nil {
 		return Point{}, err
 	}
-	e := &entry{tl: tl, at: at, writes: writes}
-	pts, err := r.captureSteps([]*entry{e}, r.prepare(writes, nil), false)
+	e := &entry{tl: tl, at: at, writes: writes, prep: r.prepare(writes, nil)}
+	pts, err := r.captureSteps([]*entry{e}, false)
 	if err != nil {
 		return Point{}, err
 	}
 	return pts[0], nil
 }
 
-// captureSteps journals entries (their blocks prepared in order in prep) as
-// consecutive captured steps in one index batch, each appended to the log as
-// its frame. With nudge an entry's time is moved past the timeline's newest
-// point where needed (queued writes); without, such a time is refused.
-func (r *Repo) captureSteps(es []*entry, prep []prepared, nudge bool) ([]Point, error) {
+// captureSteps journals prepared entries as consecutive captured steps in
+// one index batch, each appended to the log as its frame. With nudge an
+// entry's time is moved past the timeline's newest point where needed
+// (queued writes); without, such a time is refused.
+func (r *Repo) captureSteps(es []*entry, nudge bool) ([]Point, error) {
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
 	b := r.db.NewBatch()
@@ -80,10 +80,9 @@ func (r *Repo) captureSteps(es []*entry, prep []prepared, nudge bool) ([]Point, 
 		}
 		s := &Step{r: r, tl: e.tl, seq: seq + 1, at: e.at.UTC(), last: last, nudge: true, b: b, pending: map[Hash]location{}}
 		t := s.when()
-		if err := s.putFrame(e.writes, prep[:len(e.writes)]); err != nil {
+		if err := s.putFrame(e.writes, e.prep); err != nil {
 			return nil, err
 		}
-		prep = prep[len(e.writes):]
 		b.Set(pointKey(e.tl, t), be64(be64(nil, s.seq), s.blocks), nil)
 		for id, n := range s.perDisk {
 			counts[id] += n

@@ -15,6 +15,10 @@ import (
 // the capture goroutine then hashes, compresses and commits queued writes in
 // order, each as a step of its own, on the other cores. A front end's write
 // therefore costs a copy, and the journal's work overlaps the next write.
+// The journal's work is itself a pipeline of two goroutines: one hashes and
+// compresses queued writes (prepareLoop), the other commits prepared ones in
+// order (captureLoop), so that the next group's hashing overlaps this group's
+// commit instead of waiting for it.
 //
 // Everything that must come after the writes acknowledged before it waits
 // for the queue to drain first: Sync (so fsync covers them), Publish, Mark,
@@ -26,19 +30,21 @@ const queueBytes = 64 << 20
 
 // queue is the repository's capture queue.
 type queue struct {
-	mu      sync.Mutex
-	work    *sync.Cond // the worker waits for entries
-	room    *sync.Cond // drainers and producers wait for progress
-	entries []*entry   // FIFO, each removed once committed
-	bytes   int
-	overlay map[blockKey]pendingBlock // newest queued content of each block
-	times   map[uint32]time.Time      // newest time handed out per timeline
-	enq     uint64                    // entries ever queued
-	done    uint64                    // entries committed (or dropped after an error)
-	err     error                     // the first commit error, for good
-	closed  bool
-	exited  chan struct{}
-	bufs    [bufClasses]sync.Pool // *[]byte of cap 4 KiB << class, for entries' data
+	mu       sync.Mutex
+	work     *sync.Cond // the preparer waits for entries
+	ready    *sync.Cond // the committer waits for prepared entries
+	room     *sync.Cond // drainers and producers wait for progress
+	entries  []*entry   // FIFO, each removed once committed
+	bytes    int
+	overlay  map[blockKey]pendingBlock // newest queued content of each block
+	times    map[uint32]time.Time      // newest time handed out per timeline
+	enq      uint64                    // entries ever queued
+	prepared uint64                    // entries ever prepared: entries[:prepared-done] are ready to commit
+	done     uint64                    // entries committed (or dropped after an error)
+	err      error                     // the first commit error, for good
+	closed   bool
+	exited   sync.WaitGroup        // the two goroutines
+	bufs     [bufClasses]sync.Pool // *[]byte of cap 4 KiB << class, for entries' data
 }
 
 // Entries' data comes from pools of 4 KiB to 8 MiB buffers and goes back
@@ -74,7 +80,8 @@ type entry struct {
 	at     time.Time
 	writes []BlockWrite // Data nil: a zero block
 	size   int
-	buf    []byte // the writes' data
+	buf    []byte     // the writes' data
+	prep   []prepared // the writes' hashes and stored forms, once prepared
 }
 
 type blockKey struct {
@@ -91,10 +98,19 @@ type pendingBlock struct {
 var ErrClosed = errors.New("store: repository closed")
 
 func newQueue() *queue {
-	q := &queue{overlay: map[blockKey]pendingBlock{}, times: map[uint32]time.Time{}, exited: make(chan struct{})}
+	q := &queue{overlay: map[blockKey]pendingBlock{}, times: map[uint32]time.Time{}}
 	q.work = sync.NewCond(&q.mu)
+	q.ready = sync.NewCond(&q.mu)
 	q.room = sync.NewCond(&q.mu)
 	return q
+}
+
+// startQueue starts the capture pipeline.
+func (r *Repo) startQueue() {
+	r.q = newQueue()
+	r.q.exited.Add(2)
+	go r.prepareLoop()
+	go r.captureLoop()
 }
 
 // CaptureAsync journals writes (whole blocks of disks of timeline tl) as one
@@ -184,21 +200,65 @@ func (r *Repo) acquire() {
 	r.wmu.Lock()
 }
 
-// captureLoop commits queued writes in order until the repository closes.
-func (r *Repo) captureLoop() {
+// prepareLoop hashes and compresses queued writes in order, a group at a
+// time, until the repository closes.
+func (r *Repo) prepareLoop() {
 	q := r.q
-	defer close(q.exited)
-	var batch []*entry
+	defer q.exited.Done()
+	var group []*entry
+	var writes []BlockWrite
 	for {
 		q.mu.Lock()
-		for len(q.entries) == 0 && !q.closed {
+		for q.prepared == q.enq && !q.closed {
 			q.work.Wait()
 		}
-		if len(q.entries) == 0 {
+		if q.prepared == q.enq {
 			q.mu.Unlock()
 			return
 		}
-		batch = append(batch[:0], q.entries...)
+		group = group[:0]
+		size := 0
+		for _, e := range q.entries[q.prepared-q.done:] {
+			if len(group) == groupSteps || size >= groupBytes {
+				break
+			}
+			group = append(group, e)
+			size += e.size
+		}
+		failed := q.err != nil
+		q.mu.Unlock()
+		if !failed { // after an error the committer drops what is queued
+			writes = writes[:0]
+			for _, e := range group {
+				writes = append(writes, e.writes...)
+			}
+			prep := r.prepare(writes, nil)
+			for _, e := range group {
+				e.prep, prep = prep[:len(e.writes):len(e.writes)], prep[len(e.writes):]
+			}
+		}
+		q.mu.Lock()
+		q.prepared += uint64(len(group))
+		q.ready.Signal()
+		q.mu.Unlock()
+	}
+}
+
+// captureLoop commits prepared writes in order until the repository closes.
+func (r *Repo) captureLoop() {
+	q := r.q
+	defer q.exited.Done()
+	var batch []*entry
+	for {
+		q.mu.Lock()
+		for q.prepared == q.done && !q.closed {
+			q.ready.Wait()
+		}
+		if q.prepared == q.done {
+			q.mu.Unlock()
+			return
+		}
+		batch = append(batch[:0], q.entries[:q.prepared-q.done]...)
 		failed := q.err != nil
 		q.mu.Unlock()
 		var err error
@@ -219,7 +279,7 @@ func (r *Repo) captureLoop() {
 			}
 			q.bytes -= e.size
 			q.putBuf(e.buf) // no reader holds it: they copy under q.mu
-			e.buf = nil
+			e.buf, e.prep = nil, nil
 		}
 		q.entries = q.entries[len(batch):]
 		if len(q.entries) == 0 {
@@ -231,24 +291,16 @@ func (r *Repo) captureLoop() {
 	}
 }
 
-// commitQueued journals entries as consecutive steps, a group of them per
-// index batch: one commit serves many small writes. Hashing and compressing
-// is spread over the cores before the writer is taken.
+// commitQueued journals prepared entries as consecutive steps, a group of
+// them per index batch: one commit serves many small writes.
 func (r *Repo) commitQueued(batch []*entry) error {
-	var writes []BlockWrite
-	var prep []prepared
 	for len(batch) > 0 {
 		n, size := 0, 0
 		for n < len(batch) && n < groupSteps && size < groupBytes {
 			size += batch[n].size
 			n++
 		}
-		writes = writes[:0]
-		for _, e := range batch[:n] {
-			writes = append(writes, e.writes...)
-		}
-		prep = r.prepare(writes, prep[:0])
-		if _, err := r.captureSteps(batch[:n], prep, true); err != nil {
+		if _, err := r.captureSteps(batch[:n], true); err != nil {
 			return err
 		}
 		batch = batch[n:]
@@ -383,8 +435,9 @@ func (r *Repo) stopQueue() error {
 	q.mu.Lock()
 	q.closed = true
 	q.work.Broadcast()
+	q.ready.Broadcast()
 	q.room.Broadcast()
 	q.mu.Unlock()
-	<-q.exited
+	q.exited.Wait()
 	return err
 }

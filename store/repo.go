@@ -196,8 +196,7 @@ func openWriterWait(dir string, opt Options, creating bool, wait time.Duration) 
 	if err := r.publish(); err != nil {
 		return nil, err
 	}
-	r.q = newQueue()
-	go r.captureLoop()
+	r.startQueue()
 	return r, nil
 }
 
