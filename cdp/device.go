@@ -75,11 +75,19 @@ func (v *Device) ReadAt(p []byte, off int64) (int, error) {
 
 // check refuses writes that are misaligned or lie past the end.
 func (v *Device) check(off, n int64) error {
-	if off < 0 || n < 0 || off > v.d.Size || n > v.d.Size-off {
-		return fmt.Errorf("%w: %d bytes at %d on disk %q of %d bytes", store.ErrOutOfRange, n, off, v.d.Name, v.d.Size)
+	if err := v.checkRange(off, n); err != nil {
+		return err
 	}
 	if off%SectorSize != 0 || n%SectorSize != 0 {
 		return fmt.Errorf("%w: %d bytes at %d", ErrMisaligned, n, off)
+	}
+	return nil
+}
+
+// checkRange refuses writes that lie past the end.
+func (v *Device) checkRange(off, n int64) error {
+	if off < 0 || n < 0 || off > v.d.Size || n > v.d.Size-off {
+		return fmt.Errorf("%w: %d bytes at %d on disk %q of %d bytes", store.ErrOutOfRange, n, off, v.d.Name, v.d.Size)
 	}
 	return nil
 }
@@ -88,6 +96,21 @@ func (v *Device) check(off, n int64) error {
 // returns and durable after the next Flush.
 func (v *Device) WriteAt(p []byte, off int64) (int, error) {
 	if err := v.check(off, int64(len(p))); err != nil {
+		return 0, err
+	}
+	if err := v.write(off, int64(len(p)), p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// WriteFileAt is WriteAt without the sector rule, for a front end that is a
+// file (the tap): partial sectors are read, patched and journaled. A file
+// cannot insist on sectors, because FUSE direct I/O splits a write whose
+// buffer is not page-aligned at page boundaries: an aligned 1 MiB write from
+// such a buffer arrives as pieces that are not aligned.
+func (v *Device) WriteFileAt(p []byte, off int64) (int, error) {
+	if err := v.checkRange(off, int64(len(p))); err != nil {
 		return 0, err
 	}
 	if err := v.write(off, int64(len(p)), p); err != nil {

@@ -52,6 +52,9 @@ func TestDeviceModel(t *testing.T) {
 	if _, err := v.WriteAt(make([]byte, 1024), d.Size-512); !errors.Is(err, store.ErrOutOfRange) {
 		t.Fatalf("write past the end: %v", err)
 	}
+	if _, err := v.WriteFileAt(make([]byte, 1000), d.Size-999); !errors.Is(err, store.ErrOutOfRange) {
+		t.Fatalf("file write past the end: %v", err)
+	}
 	if got := readAll(t, v, d.Size); !bytes.Equal(got, model) {
 		t.Fatal("a refused write changed the disk")
 	}

@@ -30,7 +30,8 @@ type cow struct {
 	size    int64
 	scratch *os.File
 	mu      sync.RWMutex
-	written []uint64 // one bit per sector
+	written []uint64   // one bit per sector
+	patch   sync.Mutex // one WriteFileAt at a time: a partial sector is read, patched, written
 }
 
 func newCOW(flat string, off, size int64, scratch string) (*cow, error) {
@@ -90,6 +91,33 @@ func (c *cow) WriteAt(p []byte, off int64) (int, error) {
 	}
 	for s := off / sector; s < (off+int64(len(p)))/sector; s++ {
 		c.written[s/64] |= 1 << (s % 64)
+	}
+	return len(p), nil
+}
+
+// WriteFileAt writes any byte range, as the tap needs (see tap.Device):
+// partial sectors at either end are read from the clone and patched.
+func (c *cow) WriteFileAt(p []byte, off int64) (int, error) {
+	end := off + int64(len(p))
+	first, last := off/sector*sector, (end+sector-1)/sector*sector
+	if off < 0 || end > c.size {
+		return 0, fmt.Errorf("cow: write of %d at %d: %w", len(p), off, os.ErrInvalid)
+	}
+	if first == off && last == end {
+		return c.WriteAt(p, off)
+	}
+	c.patch.Lock()
+	defer c.patch.Unlock()
+	buf := make([]byte, last-first)
+	if _, err := c.ReadAt(buf[:sector], first); err != nil {
+		return 0, err
+	}
+	if _, err := c.ReadAt(buf[len(buf)-sector:], last-sector); err != nil {
+		return 0, err
+	}
+	copy(buf[off-first:], p)
+	if _, err := c.WriteAt(buf, first); err != nil {
+		return 0, err
 	}
 	return len(p), nil
 }

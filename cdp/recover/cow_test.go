@@ -8,8 +8,9 @@ import (
 	"testing"
 )
 
-// The clone reads the base until written, at any offset and length, and
-// never writes the base.
+// The clone reads the base until written, at any offset and length, takes
+// writes of sectors (WriteAt) and of any bytes (WriteFileAt), and never
+// writes the base.
 func TestCOW(t *testing.T) {
 	dir := t.TempDir()
 	base := make([]byte, 64<<10)
@@ -28,7 +29,8 @@ func TestCOW(t *testing.T) {
 	}
 	model := bytes.Clone(base[off : off+size])
 	for k := 0; k < 200; k++ {
-		if rng.IntN(2) == 0 {
+		switch rng.IntN(3) {
+		case 0: // sectors
 			n := int64(1+rng.IntN(8)) * sector
 			at := int64(rng.IntN(int(size-n)/sector)) * sector
 			data := make([]byte, n)
@@ -36,6 +38,17 @@ func TestCOW(t *testing.T) {
 				data[i] = byte(rng.Uint32())
 			}
 			if _, err := c.WriteAt(data, at); err != nil {
+				t.Fatal(err)
+			}
+			copy(model[at:], data)
+		case 1: // any bytes, as the tap writes (WriteFileAt)
+			n := 1 + rng.Int64N(3*sector)
+			at := rng.Int64N(size - n + 1)
+			data := make([]byte, n)
+			for i := range data {
+				data[i] = byte(rng.Uint32())
+			}
+			if _, err := c.WriteFileAt(data, at); err != nil {
 				t.Fatal(err)
 			}
 			copy(model[at:], data)

@@ -8,8 +8,11 @@
 // flush (close) return only when everything written before is durable.
 //
 // The file is served with direct I/O (no page cache in between, so no mmap).
-// It keeps its size: a write past the end gets ENOSPC, a write not
-// aligned to 512-byte sectors EINVAL, truncation EPERM. Punching a hole
+// It keeps its size: a write past the end gets ENOSPC, truncation EPERM.
+// Writes need not be aligned to sectors, as in any file: FUSE direct I/O
+// splits a write from a buffer that is not page-aligned at page boundaries,
+// so the tap cannot tell a misaligned write from a piece of an aligned one;
+// a partial sector is read, patched and journaled. Punching a hole
 // (fallocate, or discard from a loop device) writes zeros, which cost no
 // content in the journal.
 package tap
@@ -34,7 +37,7 @@ import (
 type Device interface {
 	Size() int64
 	ReadAt(p []byte, off int64) (int, error)
-	WriteAt(p []byte, off int64) (int, error)
+	WriteFileAt(p []byte, off int64) (int, error) // any byte range
 	Zero(off, n int64) error
 	Flush() error
 }
@@ -214,7 +217,7 @@ func (f *file) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int6
 }
 
 func (f *file) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
-	n, err := f.dev.WriteAt(data, off)
+	n, err := f.dev.WriteFileAt(data, off)
 	if err != nil {
 		return 0, f.errno("write", off, err)
 	}
