@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/bits"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 )
@@ -15,10 +16,12 @@ import (
 // the capture goroutine then hashes, compresses and commits queued writes in
 // order, each as a step of its own, on the other cores. A front end's write
 // therefore costs a copy, and the journal's work overlaps the next write.
-// The journal's work is itself a pipeline of two goroutines: one hashes and
-// compresses queued writes (prepareLoop), the other commits prepared ones in
-// order (captureLoop), so that the next group's hashing overlaps this group's
-// commit instead of waiting for it.
+// When writes queue up faster than they are journaled (large sequential
+// writes), a second goroutine hashes and compresses ahead (prepareLoop)
+// while the committer (captureLoop) commits in order, so that the next
+// group's hashing overlaps this group's commit. Small writes that find the
+// committer idle are prepared by the committer itself: handing each one to
+// another goroutine cost more on 2 cores than it saved.
 //
 // Everything that must come after the writes acknowledged before it waits
 // for the queue to drain first: Sync (so fsync covers them), Publish, Mark,
@@ -30,21 +33,22 @@ const queueBytes = 64 << 20
 
 // queue is the repository's capture queue.
 type queue struct {
-	mu       sync.Mutex
-	work     *sync.Cond // the preparer waits for entries
-	ready    *sync.Cond // the committer waits for prepared entries
-	room     *sync.Cond // drainers and producers wait for progress
-	entries  []*entry   // FIFO, each removed once committed
-	bytes    int
-	overlay  map[blockKey]pendingBlock // newest queued content of each block
-	times    map[uint32]time.Time      // newest time handed out per timeline
-	enq      uint64                    // entries ever queued
-	prepared uint64                    // entries ever prepared: entries[:prepared-done] are ready to commit
-	done     uint64                    // entries committed (or dropped after an error)
-	err      error                     // the first commit error, for good
-	closed   bool
-	exited   sync.WaitGroup        // the two goroutines
-	bufs     [bufClasses]sync.Pool // *[]byte of cap 4 KiB << class, for entries' data
+	mu      sync.Mutex
+	work    *sync.Cond // the preparer waits for a backlog
+	ready   *sync.Cond // the committer waits for entries, or for their preparation
+	room    *sync.Cond // drainers and producers wait for progress
+	entries []*entry   // FIFO, each removed once committed
+	bytes   int
+	overlay map[blockKey]pendingBlock // newest queued content of each block
+	times   map[uint32]time.Time      // newest time handed out per timeline
+	enq     uint64                    // entries ever queued
+	claimed uint64                    // entries ever taken to be prepared: entries[:claimed-done]
+	backlog int                       // bytes of the entries not claimed yet
+	done    uint64                    // entries committed (or dropped after an error)
+	err     error                     // the first commit error, for good
+	closed  bool
+	exited  sync.WaitGroup        // the two goroutines
+	bufs    [bufClasses]sync.Pool // *[]byte of cap 4 KiB << class, for entries' data
 }
 
 // Entries' data comes from pools of 4 KiB to 8 MiB buffers and goes back
@@ -82,6 +86,7 @@ type entry struct {
 	size   int
 	buf    []byte     // the writes' data
 	prep   []prepared // the writes' hashes and stored forms, once prepared
+	ready  bool       // prep is set (under queue.mu)
 }
 
 type blockKey struct {
@@ -171,8 +176,12 @@ func (r *Repo) CaptureAsync(tl uint32, writes []BlockWrite) error {
 	}
 	q.entries = append(q.entries, e)
 	q.bytes += e.size
+	q.backlog += e.size
 	q.enq++
-	q.work.Signal()
+	q.ready.Signal()
+	if q.backlog >= prepareAhead {
+		q.work.Signal()
+	}
 	return nil
 }
 
@@ -200,8 +209,50 @@ func (r *Repo) acquire() {
 	r.wmu.Lock()
 }
 
-// prepareLoop hashes and compresses queued writes in order, a group at a
-// time, until the repository closes.
+// prepareAhead is the backlog of unclaimed queued data from which the
+// preparer works ahead of the committer.
+const prepareAhead = 1 << 20
+
+// claim takes the next group of unclaimed entries (at most groupSteps and
+// about groupBytes) to be prepared by the caller. q.mu is held.
+func (q *queue) claim(group []*entry) []*entry {
+	size := 0
+	for _, e := range q.entries[q.claimed-q.done:] {
+		if len(group) == groupSteps || size >= groupBytes {
+			break
+		}
+		group = append(group, e)
+		size += e.size
+	}
+	q.claimed += uint64(len(group))
+	q.backlog -= size
+	return group
+}
+
+// prepareGroup prepares claimed entries (nothing after a queue error: the
+// committer drops them) and marks them ready.
+func (r *Repo) prepareGroup(group []*entry, failed bool, writes []BlockWrite) []BlockWrite {
+	if !failed {
+		writes = writes[:0]
+		for _, e := range group {
+			writes = append(writes, e.writes...)
+		}
+		prep := r.prepare(writes, nil)
+		for _, e := range group {
+			e.prep, prep = prep[:len(e.writes):len(e.writes)], prep[len(e.writes):]
+		}
+	}
+	r.q.mu.Lock()
+	for _, e := range group {
+		e.ready = true
+	}
+	r.q.ready.Broadcast()
+	r.q.mu.Unlock()
+	return writes
+}
+
+// prepareLoop prepares queued writes ahead of the committer while a backlog
+// lasts, until the repository closes.
 func (r *Repo) prepareLoop() {
 	q := r.q
 	defer q.exited.Done()
@@ -209,57 +260,49 @@ func (r *Repo) prepareLoop() {
 	var writes []BlockWrite
 	for {
 		q.mu.Lock()
-		for q.prepared == q.enq && !q.closed {
+		for q.backlog < prepareAhead && !q.closed {
 			q.work.Wait()
 		}
-		if q.prepared == q.enq {
+		if q.closed {
 			q.mu.Unlock()
 			return
 		}
-		group = group[:0]
-		size := 0
-		for _, e := range q.entries[q.prepared-q.done:] {
-			if len(group) == groupSteps || size >= groupBytes {
-				break
-			}
-			group = append(group, e)
-			size += e.size
-		}
+		group = q.claim(group[:0])
 		failed := q.err != nil
 		q.mu.Unlock()
-		if !failed { // after an error the committer drops what is queued
-			writes = writes[:0]
-			for _, e := range group {
-				writes = append(writes, e.writes...)
-			}
-			prep := r.prepare(writes, nil)
-			for _, e := range group {
-				e.prep, prep = prep[:len(e.writes):len(e.writes)], prep[len(e.writes):]
-			}
-		}
-		q.mu.Lock()
-		q.prepared += uint64(len(group))
-		q.ready.Signal()
-		q.mu.Unlock()
+		writes = r.prepareGroup(group, failed, writes)
 	}
 }
 
-// captureLoop commits prepared writes in order until the repository closes.
+// captureLoop commits queued writes in order until the repository closes:
+// those the preparer claimed once it has prepared them, else a group it
+// prepares itself.
 func (r *Repo) captureLoop() {
 	q := r.q
 	defer q.exited.Done()
 	var batch []*entry
+	var writes []BlockWrite
 	for {
 		q.mu.Lock()
-		for q.prepared == q.done && !q.closed {
+		for len(q.entries) == 0 && !q.closed {
 			q.ready.Wait()
 		}
-		if q.prepared == q.done {
+		if len(q.entries) == 0 {
 			q.mu.Unlock()
 			return
 		}
-		batch = append(batch[:0], q.entries[:q.prepared-q.done]...)
 		failed := q.err != nil
+		if q.claimed == q.done { // nothing prepared or being prepared: do it here
+			batch = q.claim(batch[:0])
+			q.mu.Unlock()
+			writes = r.prepareGroup(batch, failed, writes)
+			q.mu.Lock()
+		}
+		batch = append(batch[:0], q.entries[:q.claimed-q.done]...)
+		for slices.ContainsFunc(batch, func(e *entry) bool { return !e.ready }) {
+			q.ready.Wait()
+		}
+		failed = q.err != nil
 		q.mu.Unlock()
 		var err error
 		if !failed {

@@ -139,6 +139,57 @@ func TestCaptureAsyncConcurrent(t *testing.T) {
 	}
 }
 
+// TestCaptureAsyncMixedSizes: large writes (prepared ahead by the
+// preparer) and small ones (prepared by the committer) at once, under -race:
+// each write is one step and the newest state is the last write of each block.
+func TestCaptureAsyncMixedSizes(t *testing.T) {
+	_, r := newRepo(t)
+	d, _ := r.CreateDisk("m", 1280*4096, 4096)
+	head := r.Head()
+	content := func(round int, b uint64) []byte { return block(byte(round*31) ^ byte(b)) }
+	const rounds = 8
+	var wg sync.WaitGroup
+	wg.Go(func() { // 1 MiB writes over blocks 0..1023
+		for round := range rounds {
+			for first := uint64(0); first < 1024; first += 256 {
+				ws := make([]BlockWrite, 256)
+				for i := range ws {
+					ws[i] = BlockWrite{d, first + uint64(i), content(round, first+uint64(i))}
+				}
+				if err := r.CaptureAsync(d.Timeline, ws); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}
+	})
+	wg.Go(func() { // 4 KiB writes over blocks 1024..1279
+		for round := range rounds {
+			for b := uint64(1024); b < 1280; b++ {
+				if err := r.CaptureAsync(d.Timeline, []BlockWrite{{d, b, content(round, b)}}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}
+	})
+	wg.Wait()
+	if err := r.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := r.Head()-head, uint64(rounds*(4+256)); got != want {
+		t.Fatalf("%d steps journaled, want %d", got, want)
+	}
+	im, _ := r.Image(d, r.Head())
+	got := make([]byte, 4096)
+	for b := range uint64(1280) {
+		im.ReadAt(got, int64(b)*4096)
+		if !bytes.Equal(got, content(rounds-1, b)) {
+			t.Fatalf("block %d is not its last write", b)
+		}
+	}
+}
+
 // TestCaptureAsyncBeforeSteps: a step, a bookmark or a Sync comes after
 // every write queued before it.
 func TestCaptureAsyncBeforeSteps(t *testing.T) {
