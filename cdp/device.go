@@ -98,10 +98,7 @@ func (v *Device) WriteAt(p []byte, off int64) (int, error) {
 	if err := v.check(off, int64(len(p))); err != nil {
 		return 0, err
 	}
-	if err := v.write(off, int64(len(p)), p); err != nil {
-		return 0, err
-	}
-	return len(p), nil
+	return v.WriteFileAt(p, off)
 }
 
 // WriteFileAt is WriteAt without the sector rule, for a front end that is a

@@ -19,39 +19,15 @@ import (
 // were. A genuinely misaligned write is patched in as in any file. The
 // journal's newest state and the file's reads must equal a model.
 func TestTapUnalignedBuffers(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for FUSE")
-	}
 	for _, uring := range []bool{false, true} {
 		name := "dev-fuse"
 		if uring {
 			name = "io-uring"
 		}
 		t.Run(name, func(t *testing.T) {
-			dir := t.TempDir()
-			repo := filepath.Join(dir, "repo")
-			if err := store.Init(repo); err != nil {
-				t.Fatal(err)
-			}
-			r, err := store.Open(repo, store.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { r.Close() })
 			const size = 8 << 20
-			d, err := r.CreateDisk("d", size, 4096)
-			if err != nil {
-				t.Fatal(err)
-			}
-			dev := cdp.NewDevice(r, d, "tap")
-			mnt := filepath.Join(dir, "mnt")
-			os.Mkdir(mnt, 0o700)
-			srv, err := Mount(context.Background(), mnt, "d.img", dev, Options{IOUring: uring})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { srv.Unmount(); srv.Wait() })
-			f, err := os.OpenFile(filepath.Join(mnt, "d.img"), os.O_RDWR, 0)
+			dev, file := mountTest(t, size, Options{IOUring: uring})
+			f, err := os.OpenFile(file, os.O_RDWR, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -93,6 +69,38 @@ func TestTapUnalignedBuffers(t *testing.T) {
 			}
 		})
 	}
+}
+
+// mountTest serves a new disk of size bytes of a new repository (in TMPDIR)
+// as the tap's file on a real FUSE mount, all undone at cleanup, and returns
+// its Device and the file's path. It skips unless root (FUSE).
+func mountTest(tb testing.TB, size int64, opt Options) (*cdp.Device, string) {
+	if os.Geteuid() != 0 {
+		tb.Skip("needs root for FUSE")
+	}
+	dir := tb.TempDir()
+	repo := filepath.Join(dir, "repo")
+	if err := store.Init(repo); err != nil {
+		tb.Fatal(err)
+	}
+	r, err := store.Open(repo, store.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { r.Close() })
+	d, err := r.CreateDisk("d", size, 4096)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	dev := cdp.NewDevice(r, d, "tap")
+	mnt := filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o700)
+	srv, err := Mount(context.Background(), mnt, "d.img", dev, opt)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { srv.Unmount(); srv.Wait() })
+	return dev, filepath.Join(mnt, "d.img")
 }
 
 func firstDiff(a, b []byte) int {
