@@ -163,7 +163,7 @@ func (r *Repo) syncContent(b *pebble.Batch, synced uint64) error {
 	}
 	b.Set(segmentKey(r.segs.wID), be64(nil, r.segs.wLen), nil)
 	for h, loc := range r.unsynced {
-		b.Set(hashKey(h), loc.append(nil), nil)
+		r.indexHash(b, h, loc.append(nil))
 	}
 	b.Set(metaSynced, be64(nil, synced), nil)
 	b.Set(metaLog, logPos(r.segs.wID, r.segs.wLen), nil)

@@ -11,6 +11,8 @@ import (
 func crash(r *Repo) {
 	r.stopQueue()
 	r.q = nil
+	r.stopKnown()
+	r.stopKnown = nil
 	r.segs.stopWriter() // content still in memory is lost
 	r.segs.w.Close()
 	r.segs.w = nil

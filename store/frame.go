@@ -152,6 +152,9 @@ func (s *Step) stored(h Hash) (location, bool, error) {
 	if loc, ok := s.r.unsynced[h]; ok {
 		return loc, true, nil
 	}
+	if !s.r.known.mayHold(h) {
+		return location{}, false, nil
+	}
 	v, ok, err := s.r.get(hashKey(h))
 	if err != nil || !ok {
 		return location{}, false, err
@@ -308,7 +311,7 @@ func (r *Repo) replayFrame(b *pebble.Batch, frame []byte, added map[uint32]uint6
 		b.Set(journalKey(seq, disk, block), nil, nil)
 		if v[len(Hash{})]&flagZero == 0 {
 			added[disk]++
-			b.Set(hashKey(Hash(v[:len(Hash{})])), v[len(Hash{}):], nil)
+			r.indexHash(b, Hash(v[:len(Hash{})]), v[len(Hash{}):])
 		}
 		p = p[frameEntry:]
 	}

@@ -63,6 +63,9 @@ type Repo struct {
 	unsynced  map[Hash]location
 	lastTimes map[uint32]time.Time
 	versions  map[uint32]uint64 // non-zero versions per disk, as committed
+
+	known     *knownHashes // the writer's filter of indexed content (known.go)
+	stopKnown func()       // stops building it
 }
 
 // Init creates an empty repository in dir (created if missing).
@@ -161,7 +164,8 @@ func openWriterWait(dir string, opt Options, creating bool, wait time.Duration) 
 		return nil, fmt.Errorf("store: open index of %s: %w", dir, err)
 	}
 	r := &Repo{dir: dir, db: db, opts: opt, lock: lock, cache: cache,
-		unsynced: map[Hash]location{}, lastTimes: map[uint32]time.Time{}, versions: map[uint32]uint64{}}
+		unsynced: map[Hash]location{}, lastTimes: map[uint32]time.Time{}, versions: map[uint32]uint64{},
+		known: newKnownHashes()}
 	cache.Ref()
 	defer func() {
 		if err != nil {
@@ -196,6 +200,7 @@ func openWriterWait(dir string, opt Options, creating bool, wait time.Duration) 
 	if err := r.publish(); err != nil {
 		return nil, err
 	}
+	r.stopKnown = r.startKnown()
 	r.startQueue()
 	return r, nil
 }
@@ -243,6 +248,10 @@ func (r *Repo) Close() error {
 	if r.q != nil {
 		errs = append(errs, r.stopQueue())
 		r.q = nil
+	}
+	if r.stopKnown != nil {
+		r.stopKnown()
+		r.stopKnown = nil
 	}
 	if r.segs != nil {
 		errs = append(errs, r.segs.close())

@@ -158,7 +158,7 @@ func (s *Step) content(h Hash, stored []byte, flags uint8) (location, error) {
 		return location{}, err
 	}
 	s.pending[h] = loc
-	s.b.Set(hashKey(h), loc.append(nil), nil)
+	s.r.indexHash(s.b, h, loc.append(nil))
 	return loc, nil
 }
 

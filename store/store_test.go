@@ -231,9 +231,7 @@ func TestInterruptedStepPurged(t *testing.T) {
 	}
 	// Simulate a crash: close everything without committing the step.
 	s.b.Close()
-	r.segs.close()
-	r.db.Close()
-	r.lock.Close()
+	crash(r)
 
 	r, err = Open(dir, Options{})
 	if err != nil {
