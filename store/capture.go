@@ -133,7 +133,7 @@ func (r *Repo) Sync() error {
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("store: sync journal: %w", err)
 	}
-	clear(r.unsynced)
+	r.syncedContent()
 	return nil
 }
 
@@ -180,9 +180,14 @@ func (r *Repo) commitSynced(b *pebble.Batch, synced uint64) error {
 	if err := b.Commit(pebble.Sync); err != nil {
 		return err
 	}
-	clear(r.unsynced)
+	r.syncedContent()
 	return nil
 }
+
+// syncedContent forgets the captured content just indexed. The map is made
+// anew, not cleared: a map keeps the size it once grew to (a whole disk
+// written between two syncs), and every Sync walks it.
+func (r *Repo) syncedContent() { r.unsynced = map[Hash]location{} }
 
 // lastTime is the newest time on timeline tl (zero if none), cached: of its
 // points and of its bookmarks. A new point must come after both, or a
