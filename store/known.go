@@ -154,24 +154,31 @@ func (r *Repo) startKnown() (stop func()) {
 	return func() { cancel(); <-done }
 }
 
-// scanHashes builds filter parts holding every content hash of the index,
-// sized by the repository's count of non-zero versions: no more hashes than
-// that are indexed, unless steps were cut off, and then a part is added.
+// scanHashes builds filter parts holding every content hash of the index.
+// The first part is sized for as many hashes as the index can hold: no more
+// than its non-zero versions (content is stored once), nor than its tables
+// have room for at 32 incompressible bytes a hash; a long history of few
+// distinct blocks would otherwise size it by its versions. Hashes beyond
+// that (in the memtable, or of steps cut off) go to parts added on the way.
 func (r *Repo) scanHashes(ctx context.Context) ([]*hashBloom, error) {
-	limit := bloomFirst
+	versions := 0
 	it, err := r.db.NewIter(&pebble.IterOptions{LowerBound: []byte{kindMeta, 'v'}, UpperBound: []byte{kindMeta, 'v' + 1}})
 	if err != nil {
 		return nil, err
 	}
 	for it.First(); it.Valid(); it.Next() {
 		if len(it.Value()) == 8 {
-			limit += int(binary.BigEndian.Uint64(it.Value()))
+			versions += int(binary.BigEndian.Uint64(it.Value()))
 		}
 	}
 	if err := errors.Join(it.Error(), it.Close()); err != nil {
 		return nil, err
 	}
-	parts := []*hashBloom{newBloom(limit)}
+	tables, err := r.db.EstimateDiskUsage([]byte{kindHash}, []byte{kindHash + 1})
+	if err != nil {
+		return nil, err
+	}
+	parts := []*hashBloom{newBloom(bloomFirst + min(versions, int(tables/32)))}
 	if it, err = r.db.NewIter(&pebble.IterOptions{LowerBound: []byte{kindHash}, UpperBound: []byte{kindHash + 1}}); err != nil {
 		return nil, err
 	}

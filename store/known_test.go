@@ -59,8 +59,8 @@ func TestKnownHashes(t *testing.T) {
 }
 
 // TestKnownHashesFromIndex: a writer opening a repository learns every
-// content hash its index holds (imported, captured and replayed from the
-// log), so dedupe holds across a restart.
+// content hash its index holds (imported and flushed to a table, captured,
+// replayed from the log), so dedupe holds across a restart.
 func TestKnownHashesFromIndex(t *testing.T) {
 	dir, r := newRepo(t)
 	d, _ := r.CreateDisk("k", 1<<20, 4096)
@@ -74,6 +74,9 @@ func TestKnownHashesFromIndex(t *testing.T) {
 		}
 	}
 	if _, err := s.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.db.Flush(); err != nil { // these hashes from a table, the rest from the log
 		t.Fatal(err)
 	}
 	for i := 64; i < 128; i++ { // captured; half synced, half replayed after a kill
