@@ -78,7 +78,7 @@ func (r *Repo) captureSteps(es []*entry, nudge bool) ([]Point, error) {
 			return nil, fmt.Errorf("%w: %s is not after %s (the newest point or bookmark)", ErrTimeOrder,
 				e.at.UTC().Format(time.RFC3339Nano), last.Format(time.RFC3339Nano))
 		}
-		s := &Step{r: r, tl: e.tl, seq: seq + 1, at: e.at.UTC(), last: last, nudge: true, b: b, pending: map[Hash]location{}}
+		s := &Step{r: r, tl: e.tl, seq: seq + 1, at: e.at.UTC(), last: last, nudge: true, b: b}
 		t := s.when()
 		if err := s.putFrame(e.writes, e.prep); err != nil {
 			return nil, err

@@ -48,7 +48,7 @@ func logPos(seg uint32, off uint64) []byte { return be64(be32(nil, seg), off) }
 
 // frameBlock is one block of a captured step, resolved under the writer.
 type frameBlock struct {
-	d     Disk
+	d     *Disk
 	block uint64
 	hash  Hash
 	loc   location
@@ -61,13 +61,17 @@ type frameBlock struct {
 func (s *Step) putFrame(writes []BlockWrite, prep []prepared) error {
 	r := s.r
 	blocks := make([]frameBlock, len(writes))
-	fresh := map[Hash]int{}
+	var fresh map[Hash]int // new content of this frame, for a write of several blocks
+	if len(writes) > 1 {
+		fresh = make(map[Hash]int, len(writes))
+	}
 	blobs := 0
-	for i, w := range writes {
+	for i := range writes {
+		w := &writes[i]
 		if err := s.check(w.Disk, w.Block, nil); err != nil {
 			return err
 		}
-		fb := frameBlock{d: w.Disk, block: w.Block, hash: prep[i].hash}
+		fb := frameBlock{d: &w.Disk, block: w.Block, hash: prep[i].hash}
 		switch {
 		case fb.hash == (Hash{}):
 			fb.hash, fb.loc = s.zeroHash(w.Disk.BlockSize), location{flags: flagZero}
@@ -83,7 +87,9 @@ func (s *Step) putFrame(writes []BlockWrite, prep []prepared) error {
 			} else {
 				fb.blob, fb.loc.flags = prep[i].stored, prep[i].flags&flagZstd
 				blobs += len(fb.blob)
-				fresh[fb.hash] = i + 1
+				if fresh != nil {
+					fresh[fb.hash] = i + 1
+				}
 			}
 		}
 		blocks[i] = fb
@@ -134,17 +140,16 @@ func (s *Step) putFrame(writes []BlockWrite, prep []prepared) error {
 		return err
 	}
 	for _, b := range blocks {
-		if b.blob != nil {
-			s.pending[b.hash] = b.loc
+		if b.blob != nil { // found by stored, for later steps, until Sync indexes it
 			r.unsynced[b.hash] = b.loc
 		}
-		s.index(b.d, b.block, b.hash, b.loc)
+		s.index(*b.d, b.block, b.hash, b.loc)
 	}
 	return nil
 }
 
-// stored finds content with hash h already stored: by this step, by an
-// unsynced capture, or in the index.
+// stored finds content with hash h already stored: by this step (an
+// import's), by a capture not yet synced, or in the index.
 func (s *Step) stored(h Hash) (location, bool, error) {
 	if loc, ok := s.pending[h]; ok {
 		return loc, true, nil

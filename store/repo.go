@@ -60,9 +60,10 @@ type Repo struct {
 
 	// Writer state under wmu: content added by captured steps and not yet
 	// indexed (see Sync), and the newest point time of each timeline.
-	unsynced  map[Hash]location
-	lastTimes map[uint32]time.Time
-	versions  map[uint32]uint64 // non-zero versions per disk, as committed
+	unsynced   map[Hash]location
+	lastTimes  map[uint32]time.Time
+	versions   map[uint32]uint64 // non-zero versions per disk, as committed
+	zeroHashes map[int]Hash      // ZeroHash per block size
 
 	known     *knownHashes // the writer's filter of indexed content (known.go)
 	stopKnown func()       // stops building it
@@ -165,7 +166,7 @@ func openWriterWait(dir string, opt Options, creating bool, wait time.Duration) 
 	}
 	r := &Repo{dir: dir, db: db, opts: opt, lock: lock, cache: cache,
 		unsynced: map[Hash]location{}, lastTimes: map[uint32]time.Time{}, versions: map[uint32]uint64{},
-		known: newKnownHashes()}
+		zeroHashes: map[int]Hash{}, known: newKnownHashes()}
 	cache.Ref()
 	defer func() {
 		if err != nil {

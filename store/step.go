@@ -18,9 +18,8 @@ type Step struct {
 	at      time.Time // requested time; zero: the commit time
 	last    time.Time // newest point time of the timeline before this step
 	b       *pebble.Batch
-	pending map[Hash]location // content added by this step, not yet in the index
+	pending map[Hash]location // content an import's step added, not yet in the index (captures: Repo.unsynced)
 	blocks  uint64
-	zeros   map[int]Hash
 	perDisk map[uint32]uint64 // non-zero versions journaled per disk
 	durable bool              // synced at commit (imports); captured writes wait for Sync
 	nudge   bool              // at is a hint: moved past the timeline's newest point if needed
@@ -267,16 +266,15 @@ func IsZero(b []byte) bool {
 	return true
 }
 
-// zeroHash is the hash of an all-zero block of n bytes, computed once a step.
+// zeroHash is the hash of an all-zero block of n bytes, computed once by
+// the writer (which the step holds).
 func (s *Step) zeroHash(n int) Hash {
-	if h, ok := s.zeros[n]; ok {
-		return h
+	h, ok := s.r.zeroHashes[n]
+	if !ok {
+		h = ZeroHash(n)
+		s.r.zeroHashes[n] = h
 	}
-	if s.zeros == nil {
-		s.zeros = map[int]Hash{}
-	}
-	s.zeros[n] = ZeroHash(n)
-	return s.zeros[n]
+	return h
 }
 
 // ZeroHash is the content hash of an all-zero block of n bytes: the hash of
