@@ -29,9 +29,8 @@ import (
 // concurrent use.
 type knownHashes struct {
 	mu    sync.Mutex
-	parts []*hashBloom // all full but the last, which takes new hashes
-	ready bool         // the index's hashes are in: a "no" is certain
-	built chan struct{}
+	parts []*hashBloom  // all full but the last, which takes new hashes
+	built chan struct{} // closed once the index's hashes are in: a "no" is certain
 }
 
 // hashBloom is a blocked Bloom filter: each hash sets bloomProbes bits within
@@ -106,11 +105,13 @@ func (k *knownHashes) mayHold(h Hash) bool {
 	if k == nil {
 		return true
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if !k.ready {
+	select {
+	case <-k.built:
+	default:
 		return true
 	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
 	for _, p := range k.parts {
 		if p.has(&h) {
 			return true
@@ -123,9 +124,8 @@ func (k *knownHashes) mayHold(h Hash) bool {
 func (k *knownHashes) adopt(parts []*hashBloom) {
 	k.mu.Lock()
 	k.parts = append(parts, k.parts...)
-	k.ready = true
 	k.mu.Unlock()
-	close(k.built)
+	close(k.built) // after the parts: whoever sees it closed sees them
 }
 
 // indexHash records in b that content h lies at loc (encoded), and adds h
