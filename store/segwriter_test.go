@@ -240,3 +240,68 @@ func TestMayCompress(t *testing.T) {
 		t.Fatalf("only %d of 600 generated blocks compress: the test proves little", shrunk)
 	}
 }
+
+// TestMayCompressParts checks the word tricks of mayCompress against plain
+// loops: zero bytes counted in words with zeros planted, and repeated
+// signatures among 32, with and without a repeat.
+func TestMayCompressParts(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for range 100000 {
+		x := rng.Uint64()
+		for z := rng.IntN(9); z > 0; z-- {
+			x &^= 0xff << (8 * rng.IntN(8))
+		}
+		if rng.IntN(4) == 0 {
+			x |= 0x80 << (8 * rng.IntN(8)) // a byte of just its high bit
+		}
+		n := 1 + rng.IntN(8)
+		want := 0
+		for i := range n {
+			if byte(x>>(8*i)) == 0 {
+				want++
+			}
+		}
+		if got := zeroBytes(x, n); got != want {
+			t.Fatalf("zeroBytes(%#x, %d) = %d, want %d", x, n, got, want)
+		}
+	}
+	for range 10000 {
+		var sigs [32]uint64
+		for i := range sigs {
+			sigs[i] = rng.Uint64() >> rng.IntN(64) // small values crowd the low slots
+		}
+		want := false
+		if rng.IntN(2) == 0 {
+			sigs[rng.IntN(32)] = sigs[rng.IntN(32)]
+		}
+		for i := range sigs {
+			for j := range i {
+				want = want || sigs[i] == sigs[j]
+			}
+		}
+		if got := repeats(&sigs); got != want {
+			t.Fatalf("repeats(%x) = %v, want %v", sigs, got, want)
+		}
+	}
+}
+
+// BenchmarkMayCompress is the sample test's cost on a random block, next to
+// hashing it: it is only worth running if it costs a small part of that.
+func BenchmarkMayCompress(b *testing.B) {
+	buf := make([]byte, 4096)
+	rand.NewChaCha8([32]byte{9}).Read(buf)
+	b.Run("sample", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			buf[0] = byte(i)
+			if mayCompress(buf) {
+				b.Fatal("a random block passed the sample")
+			}
+		}
+	})
+	b.Run("blake3", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			buf[0] = byte(i)
+			HashBlock(buf)
+		}
+	})
+}
