@@ -38,6 +38,7 @@ lint: ## gofmt, go vet, go mod tidy check
 bench: build ## benchmarks; figures go into docs/PERFORMANCE.md
 	@$(MAKE) --no-print-directory deps EXTRA_PKGS="$(BENCH_PKGS)"
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./store/ ./fs/
+	TMPDIR=/var/tmp $(GO) test -run '^$$' -bench DeviceWrite4K -benchtime 300000x ./cdp/
 	bash scripts/bench-read.sh
 	bash scripts/bench-write.sh
 	bash scripts/bench-quiesce.sh
