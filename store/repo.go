@@ -136,7 +136,8 @@ func pebbleOptions(opt Options, cache *pebble.Cache) *pebble.Options {
 	// level (64 MiB, sized for 64 MiB flushes) then made every L0 compaction
 	// merge into the bottom level, rewriting the whole index of a young
 	// repository each time. A base level of about four such flushes keeps
-	// that merge small: 30% less CPU per captured 4 KiB write (PERFORMANCE.md).
+	// that merge small: 10-35% less CPU per captured 4 KiB write under fio,
+	// more when the host is slow (PERFORMANCE.md).
 	o.LBaseMaxBytes = 16 << 20
 	o.EnsureDefaults()
 	return o

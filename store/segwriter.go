@@ -283,7 +283,7 @@ func mayCompress(b []byte) bool {
 		return true
 	}
 	// Stores to a byte table and word arithmetic, not a bit set updated in
-	// place per byte: that chained every byte on the one before (3x slower).
+	// place per byte, which chained every byte on the one before.
 	var present [256]byte
 	var seen [runs]uint64
 	stride := len(b) / runs
@@ -317,8 +317,8 @@ func mayCompress(b []byte) bool {
 }
 
 // repeats reports whether two of the runs' signatures are equal, through a
-// 64-slot table probed from each signature's top bits (a sort cost more
-// than all the rest of mayCompress).
+// 64-slot table probed from each signature's top bits (a sort took a third
+// of mayCompress's time).
 func repeats(sigs *[32]uint64) bool {
 	var table [64]uint64
 	var used uint64
