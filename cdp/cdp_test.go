@@ -11,21 +11,14 @@ import (
 
 	"github.com/hindsight-cdp/hindsight/cdp/timespec"
 	"github.com/hindsight-cdp/hindsight/store"
+	"github.com/hindsight-cdp/hindsight/store/storetest"
 )
 
 func newRepo(t *testing.T) *store.Repo { return newRepoB(t) }
 
 func newRepoB(t testing.TB) *store.Repo {
 	t.Helper()
-	dir := t.TempDir()
-	if err := store.Init(dir); err != nil {
-		t.Fatal(err)
-	}
-	r, err := store.Open(dir, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
+	r, _ := storetest.Repo(t)
 	return r
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hindsight-cdp/hindsight/store"
+	"github.com/hindsight-cdp/hindsight/store/storetest"
 	"github.com/zeebo/blake3"
 )
 
@@ -138,15 +139,7 @@ func instantFixture(t *testing.T) (c *Client, nfsDir, repoDir string, r *store.R
 	if err := os.Mkdir(nfsDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	repoDir = filepath.Join(t.TempDir(), "repo")
-	if err := store.Init(repoDir); err != nil {
-		t.Fatal(err)
-	}
-	r, err := store.Open(repoDir, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
+	r, repoDir = storetest.Repo(t)
 	return c, nfsDir, repoDir, r
 }
 

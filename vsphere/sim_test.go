@@ -7,12 +7,12 @@ import (
 	"io"
 	"net/url"
 	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/hindsight-cdp/hindsight/cdp"
 	"github.com/hindsight-cdp/hindsight/store"
+	"github.com/hindsight-cdp/hindsight/store/storetest"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/zeebo/blake3"
@@ -83,15 +83,7 @@ func (s *sim) dsDir(t *testing.T, c *Client, name string) string {
 // imported once with random content; with group set they form that group.
 func newRepo(t *testing.T, group string, sizes map[string]int64, names ...string) *store.Repo {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), "repo")
-	if err := store.Init(dir); err != nil {
-		t.Fatal(err)
-	}
-	r, err := store.Open(dir, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
+	r, _ := storetest.Repo(t)
 	for _, n := range names {
 		if _, err := r.CreateDisk(n, sizes[n], 4096); err != nil {
 			t.Fatal(err)

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/hindsight-cdp/hindsight/cdp"
-	"github.com/hindsight-cdp/hindsight/store"
+	"github.com/hindsight-cdp/hindsight/store/storetest"
 )
 
 // TestTapUnalignedBuffers writes through a real FUSE mount of the tap, over
@@ -78,22 +78,13 @@ func mountTest(tb testing.TB, size int64, opt Options) (*cdp.Device, string) {
 	if os.Geteuid() != 0 {
 		tb.Skip("needs root for FUSE")
 	}
-	dir := tb.TempDir()
-	repo := filepath.Join(dir, "repo")
-	if err := store.Init(repo); err != nil {
-		tb.Fatal(err)
-	}
-	r, err := store.Open(repo, store.Options{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { r.Close() })
+	r, repo := storetest.Repo(tb)
 	d, err := r.CreateDisk("d", size, 4096)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	dev := cdp.NewDevice(r, d, "tap")
-	mnt := filepath.Join(dir, "mnt")
+	mnt := filepath.Join(filepath.Dir(repo), "mnt")
 	os.Mkdir(mnt, 0o700)
 	srv, err := Mount(context.Background(), mnt, "d.img", dev, opt)
 	if err != nil {
