@@ -1,7 +1,6 @@
 package tap
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"os"
@@ -115,13 +114,7 @@ func BenchmarkTapWrite4KSync64(b *testing.B) {
 		if os.Geteuid() != 0 {
 			b.Skip("needs root for FUSE")
 		}
-		mnt := b.TempDir()
-		srv, err := Mount(context.Background(), mnt, "d.img", &memDevice{data: make([]byte, size)}, Options{IOUring: true})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { srv.Unmount(); srv.Wait() })
-		run(b, filepath.Join(mnt, "d.img"))
+		run(b, mountDev(b, b.TempDir(), &memDevice{data: make([]byte, size)}, Options{IOUring: true}))
 	})
 	b.Run("journal", func(b *testing.B) {
 		_, file := mountTest(b, size, Options{IOUring: true})

@@ -86,12 +86,18 @@ func mountTest(tb testing.TB, size int64, opt Options) (*cdp.Device, string) {
 	dev := cdp.NewDevice(r, d, "tap")
 	mnt := filepath.Join(filepath.Dir(repo), "mnt")
 	os.Mkdir(mnt, 0o700)
+	return dev, mountDev(tb, mnt, dev, opt)
+}
+
+// mountDev serves dev as mnt/d.img on a real FUSE mount, undone at cleanup,
+// and returns the file's path.
+func mountDev(tb testing.TB, mnt string, dev Device, opt Options) string {
 	srv, err := Mount(context.Background(), mnt, "d.img", dev, opt)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { srv.Unmount(); srv.Wait() })
-	return dev, filepath.Join(mnt, "d.img")
+	return filepath.Join(mnt, "d.img")
 }
 
 func firstDiff(a, b []byte) int {
