@@ -238,7 +238,7 @@ func (r *Repo) cutAt(b *pebble.Batch, seq uint64, gone map[uint32]uint64) error 
 		if v, ok, err := r.get(vk); err != nil {
 			it.Close()
 			return err
-		} else if ok && len(v) == len(Hash{})+locationLen && v[len(Hash{})]&flagZero == 0 {
+		} else if ok && versionValueOK(v) && v[len(Hash{})]&flagZero == 0 {
 			gone[disk]++
 		}
 		b.Delete(vk, nil)

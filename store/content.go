@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 
@@ -20,40 +21,67 @@ func HashBlock(data []byte) Hash { return blake3.Sum256(data) }
 const (
 	flagZero = 1 << iota // all-zero block: no content stored
 	flagZstd             // content is a zstd frame
+	flagSum              // sum holds the CRC32C of the stored bytes
 
 	// flagTried is never stored: prepared content whose compression was
 	// already tried.
 	flagTried = 1 << 7
 )
 
-// location says where one block's content lies in the segment files.
+// location says where one block's content lies in the segment files, and
+// the checksum every read of it is verified against.
 type location struct {
 	flags uint8
 	seg   uint32
 	off   uint64
 	n     uint32 // stored length
+	sum   uint32 // CRC32C of the n stored bytes, with flagSum
 }
 
-const locationLen = 1 + 4 + 8 + 4
+// locationLen is a location as written since read checks came in;
+// locationLenV1 one written before, without its checksum (still read:
+// such content is checked against its BLAKE3 hash instead).
+const (
+	locationLen   = 1 + 4 + 8 + 4 + 4
+	locationLenV1 = 1 + 4 + 8 + 4
+)
 
 func (l location) append(b []byte) []byte {
 	b = append(b, l.flags)
 	b = be32(b, l.seg)
 	b = be64(b, l.off)
-	return be32(b, l.n)
+	b = be32(b, l.n)
+	return be32(b, l.sum)
 }
 
 func decodeLocation(b []byte) (location, error) {
-	if len(b) < locationLen {
+	if len(b) != locationLen && len(b) != locationLenV1 {
 		return location{}, fmt.Errorf("store: location of %d bytes: %w", len(b), ErrCorrupt)
 	}
-	return location{
+	l := location{
 		flags: b[0],
 		seg:   binary.BigEndian.Uint32(b[1:]),
 		off:   binary.BigEndian.Uint64(b[5:]),
 		n:     binary.BigEndian.Uint32(b[13:]),
-	}, nil
+	}
+	if len(b) == locationLen {
+		l.sum = binary.BigEndian.Uint32(b[17:])
+	} else if l.flags&flagSum != 0 {
+		return location{}, fmt.Errorf("store: location of %d bytes claims a checksum: %w", len(b), ErrCorrupt)
+	}
+	return l, nil
 }
+
+// versionValueOK reports whether v has the length of a version's value
+// (hash | location), of either location format.
+func versionValueOK(v []byte) bool {
+	return len(v) == len(Hash{})+locationLen || len(v) == len(Hash{})+locationLenV1
+}
+
+// checksum is what a location records of stored content: CRC32C, which the
+// CPU computes at ~17 GB/s against BLAKE3's ~0.5-1.5 GB/s here, so that
+// every read can afford to check it (docs/PERFORMANCE.md).
+func checksum(stored []byte) uint32 { return crc32.Checksum(stored, castagnoli) }
 
 // ErrCorrupt: a record or content file does not hold what the index says.
 var ErrCorrupt = errors.New("store: repository is corrupt")
@@ -72,7 +100,7 @@ func (s *segments) file(id uint32) (*os.File, error) {
 	}
 	f, err := os.Open(filepath.Join(s.dir, segmentName(id)))
 	if err != nil {
-		return nil, fmt.Errorf("store: open segment %d: %w", id, err)
+		return nil, fmt.Errorf("open segment %s: %w", segmentName(id), err)
 	}
 	s.files[id] = f
 	return f, nil
@@ -90,7 +118,7 @@ func (s *segments) readRaw(p []byte, seg uint32, off uint64) error {
 		return err
 	}
 	if _, err := f.ReadAt(p[:n], int64(off)); err != nil {
-		return fmt.Errorf("store: read segment %d at %d (%d bytes): %v: %w", seg, off, n, err, ErrCorrupt)
+		return fmt.Errorf("read %d bytes of segment %s at %d: %w", n, segmentName(seg), off, err)
 	}
 	return nil
 }
@@ -99,14 +127,14 @@ func (s *segments) readRaw(p []byte, seg uint32, off uint64) error {
 func (s *segments) decode(dst, stored []byte, flags uint8) error {
 	if flags&flagZstd == 0 {
 		if len(stored) != len(dst) {
-			return fmt.Errorf("store: raw content of %d bytes for a %d-byte block: %w", len(stored), len(dst), ErrCorrupt)
+			return fmt.Errorf("raw content of %d bytes for a %d-byte block: %w", len(stored), len(dst), ErrCorrupt)
 		}
 		copy(dst, stored)
 		return nil
 	}
 	out, err := s.dec.DecodeAll(stored, dst[:0:len(dst)])
 	if err != nil || len(out) != len(dst) || &out[0] != &dst[0] {
-		return fmt.Errorf("store: decompress block: %v: %w", err, ErrCorrupt)
+		return fmt.Errorf("compressed content does not decode to a block (%v): %w", err, ErrCorrupt)
 	}
 	return nil
 }

@@ -56,9 +56,22 @@
 //	'g' name                             → Group as JSON
 //	'h' hash [32]                        → location
 //
-// A location is flags u8 | seg u32 | off u64 | len u32: where the stored
-// (possibly zstd-compressed) content lies in the segment files: raw, as an
-// import appends it, or inside a captured step's frame.
+// A location is flags u8 | seg u32 | off u64 | len u32 | crc32c u32: where
+// the stored (possibly zstd-compressed) content lies in the segment files
+// (raw, as an import appends it, or inside a captured step's frame) and the
+// CRC32C of those stored bytes. Locations written before checksums came in
+// lack the crc (17 bytes, no flagSum); their content is checked against its
+// BLAKE3 hash instead.
+//
+// # Integrity
+//
+// Every block read is checked before a caller sees it (image.go): a
+// mismatch, a missing segment or one shorter than the index says is a
+// *Damage (errors.Is ErrCorrupt) naming the disk, block, journal position
+// and segment file; other blocks and instants read on. A writer refuses to
+// open a repository whose index references a missing or short segment
+// (checkSegments), and never creates or extends a segment that holds
+// committed content.
 //
 //	's' seg u32                          → committed length u64 of that segment
 //

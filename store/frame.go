@@ -18,6 +18,8 @@ import (
 //	step:   seq u64 | timeline u32 | time u64 | count u32
 //	entry:  disk u32 | block u64 | hash [32] | location
 //
+// Frames written since reads are checked ("HSF2") carry locations with the
+// content's checksum; older ones ("HSF1", locationLenV1) are still replayed.
 // The length counts what lies between it and the crc, which covers the
 // magic through the content. Entries of new content locate it inside the
 // frame; zero blocks and content stored before carry their own location.
@@ -31,11 +33,13 @@ import (
 // frames did not reach the disk, which no Sync had acknowledged.
 
 const (
-	frameMagic = 0x48534631 // "HSF1"
-	frameHead  = 4 + 4
-	frameStep  = 8 + 4 + 8 + 4
-	frameEntry = 4 + 8 + 32 + locationLen
-	frameTail  = 4
+	frameMagic   = 0x48534632 // "HSF2"
+	frameMagicV1 = 0x48534631 // "HSF1"
+	frameHead    = 4 + 4
+	frameStep    = 8 + 4 + 8 + 4
+	frameEntry   = 4 + 8 + 32 + locationLen
+	frameEntryV1 = 4 + 8 + 32 + locationLenV1
+	frameTail    = 4
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -103,6 +107,8 @@ func (s *Step) putFrame(writes []BlockWrite, prep []prepared) error {
 	for i := range blocks {
 		if b := &blocks[i]; b.blob != nil {
 			b.loc.seg, b.loc.off, b.loc.n = seg, pos, uint32(len(b.blob))
+			b.loc.flags |= flagSum
+			b.loc.sum = checksum(b.blob)
 			pos += uint64(len(b.blob))
 		}
 	}
@@ -275,7 +281,10 @@ func (r *Repo) replay(b *pebble.Batch, pos segPos, added map[uint32]uint64, know
 // end of the log, a torn write, or bytes that are no frame).
 func readFrame(f io.ReaderAt, off uint64) ([]byte, bool) {
 	var h [frameHead]byte
-	if _, err := f.ReadAt(h[:], int64(off)); err != nil || binary.BigEndian.Uint32(h[:]) != frameMagic {
+	if _, err := f.ReadAt(h[:], int64(off)); err != nil {
+		return nil, false
+	}
+	if m := binary.BigEndian.Uint32(h[:]); m != frameMagic && m != frameMagicV1 {
 		return nil, false
 	}
 	n := binary.BigEndian.Uint32(h[4:])
@@ -296,29 +305,38 @@ func readFrame(f io.ReaderAt, off uint64) ([]byte, bool) {
 // replayFrame adds the step of frame to b if it is the step after the head
 // and names only disks that exist.
 func (r *Repo) replayFrame(b *pebble.Batch, frame []byte, added map[uint32]uint64, known map[uint32]bool) bool {
+	entry := frameEntry
+	if binary.BigEndian.Uint32(frame) == frameMagicV1 {
+		entry = frameEntryV1
+	}
 	p := frame[frameHead : len(frame)-frameTail]
 	seq, tl := binary.BigEndian.Uint64(p), binary.BigEndian.Uint32(p[8:])
 	at, count := decodeTime(binary.BigEndian.Uint64(p[12:])), binary.BigEndian.Uint32(p[20:])
 	p = p[frameStep:]
-	if seq != r.head.Load()+1 || uint64(count)*frameEntry > uint64(len(p)) {
+	if seq != r.head.Load()+1 || uint64(count)*uint64(entry) > uint64(len(p)) {
 		return false
 	}
-	for i := range count {
-		if !known[binary.BigEndian.Uint32(p[i*frameEntry:])] {
+	for i := range int(count) {
+		e := p[i*entry : (i+1)*entry]
+		if !known[binary.BigEndian.Uint32(e)] {
 			r.logf("log frame of position %d names an unknown disk: replay ends there", seq)
+			return false
+		}
+		if _, err := decodeLocation(e[12+len(Hash{}):]); err != nil {
+			r.logf("log frame of position %d holds a bad location: replay ends there", seq)
 			return false
 		}
 	}
 	for range count {
 		disk, block := binary.BigEndian.Uint32(p), binary.BigEndian.Uint64(p[4:])
-		v := p[12:frameEntry] // hash | location
+		v := p[12:entry] // hash | location
 		b.Set(versionKey(disk, block, seq), v, nil)
 		b.Set(journalKey(seq, disk, block), nil, nil)
 		if v[len(Hash{})]&flagZero == 0 {
 			added[disk]++
 			r.indexHash(b, Hash(v[:len(Hash{})]), v[len(Hash{}):])
 		}
-		p = p[frameEntry:]
+		p = p[entry:]
 	}
 	b.Set(pointKey(tl, at), be64(be64(nil, seq), uint64(count)), nil)
 	r.head.Store(seq)

@@ -45,6 +45,7 @@ type version struct {
 	found bool
 	hash  Hash
 	loc   location
+	seq   uint64 // the journal position that wrote it
 }
 
 // versions looks up blocks [first, first+len(out)) with one seek per written
@@ -64,7 +65,7 @@ func (im *Image) versions(first uint64, out []version) error {
 			clear(out[i:])
 			break
 		}
-		_, kb, _, ok := versionBlock(it.Key())
+		_, kb, seq, ok := versionBlock(it.Key())
 		if !ok {
 			it.Close()
 			return fmt.Errorf("store: version key %x: %w", it.Key(), ErrCorrupt)
@@ -76,11 +77,11 @@ func (im *Image) versions(first uint64, out []version) error {
 			continue
 		}
 		v := it.Value()
-		if len(v) != len(Hash{})+locationLen {
+		if !versionValueOK(v) {
 			it.Close()
 			return fmt.Errorf("store: version of block %d of disk %q: %w", b, im.d.Name, ErrCorrupt)
 		}
-		out[i].found = true
+		out[i].found, out[i].seq = true, seq
 		copy(out[i].hash[:], v)
 		if out[i].loc, err = decodeLocation(v[len(Hash{}):]); err != nil {
 			it.Close()
@@ -170,7 +171,7 @@ func (im *Image) ReadAt(p []byte, off int64) (int, error) {
 			j++
 		}
 		if err := rd.run(vs[i:j], i); err != nil {
-			return 0, fmt.Errorf("read disk %q at %d: %w", im.d.Name, off, err)
+			return 0, err
 		}
 		i = j
 	}
@@ -197,9 +198,12 @@ func (rd *reader) dst(i int) []byte {
 
 func (rd *reader) whole(i int) bool { return len(rd.dst(i)) == rd.im.d.BlockSize }
 
-// run reads blocks [i, i+len(vs)) whose content lies back to back in one segment.
+// run reads blocks [i, i+len(vs)) whose content lies back to back in one
+// segment, and checks each block against its location's checksum (content
+// stored before checksums, against its hash) before the caller sees it.
 func (rd *reader) run(vs []version, i int) error {
 	segs := rd.im.r.segs
+	bs := rd.im.d.BlockSize
 	direct := true
 	for k, v := range vs {
 		if v.loc.flags&flagZstd != 0 || !rd.whole(i+k) {
@@ -208,8 +212,17 @@ func (rd *reader) run(vs []version, i int) error {
 		}
 	}
 	if direct { // raw content straight into the caller's buffer
-		start := (rd.first+int64(i))*int64(rd.im.d.BlockSize) - rd.off
-		return segs.readRaw(rd.p[start:start+int64(len(vs))*int64(rd.im.d.BlockSize)], vs[0].loc.seg, vs[0].loc.off)
+		start := (rd.first+int64(i))*int64(bs) - rd.off
+		buf := rd.p[start : start+int64(len(vs)*bs)]
+		if err := segs.readRaw(buf, vs[0].loc.seg, vs[0].loc.off); err != nil {
+			return rd.damage(i, vs[0], err)
+		}
+		for k, v := range vs {
+			if err := check(v, buf[k*bs:(k+1)*bs], buf[k*bs:(k+1)*bs], nil); err != nil {
+				return rd.damage(i+k, v, err)
+			}
+		}
+		return nil
 	}
 	total := 0
 	for _, v := range vs {
@@ -217,30 +230,53 @@ func (rd *reader) run(vs []version, i int) error {
 	}
 	bufp := scratchPool.Get().(*[]byte)
 	defer scratchPool.Put(bufp)
-	need := total + rd.im.d.BlockSize
+	need := total + bs
 	if cap(*bufp) < need {
 		*bufp = make([]byte, need)
 	}
 	buf := (*bufp)[:need]
 	stored, block := buf[:total], buf[total:]
 	if err := segs.readRaw(stored, vs[0].loc.seg, vs[0].loc.off); err != nil {
-		return err
+		return rd.damage(i, vs[0], err)
 	}
 	for k, v := range vs {
 		src := stored[:v.loc.n]
 		stored = stored[v.loc.n:]
+		dst := block
 		if rd.whole(i + k) {
-			if err := segs.decode(rd.dst(i+k), src, v.loc.flags); err != nil {
-				return err
-			}
-			continue
+			dst = rd.dst(i + k)
 		}
-		if err := segs.decode(block, src, v.loc.flags); err != nil {
+		if err := check(v, src, dst, func() error { return segs.decode(dst, src, v.loc.flags) }); err != nil {
+			return rd.damage(i+k, v, err)
+		}
+		if !rd.whole(i + k) {
+			within := max(rd.off-(rd.first+int64(i+k))*int64(bs), 0)
+			copy(rd.dst(i+k), block[within:])
+		}
+	}
+	return nil
+}
+
+// damage describes a failed read of block i of the request.
+func (rd *reader) damage(i int, v version, err error) error {
+	return damage(rd.im.d, uint64(rd.first)+uint64(i), v, err)
+}
+
+// check verifies the stored bytes of v against their checksum, then (if
+// decode is not nil) decodes them into plain; content stored without a
+// checksum (before checksums came in) is checked against its BLAKE3 hash
+// once decoded.
+func check(v version, stored, plain []byte, decode func() error) error {
+	if v.loc.flags&flagSum != 0 && checksum(stored) != v.loc.sum {
+		return errChecksum
+	}
+	if decode != nil {
+		if err := decode(); err != nil {
 			return err
 		}
-		bs := int64(rd.im.d.BlockSize)
-		within := max(rd.off-(rd.first+int64(i+k))*bs, 0)
-		copy(rd.dst(i+k), block[within:])
+	}
+	if v.loc.flags&flagSum == 0 && HashBlock(plain) != v.hash {
+		return errHash
 	}
 	return nil
 }

@@ -189,6 +189,9 @@ func openWriterWait(dir string, opt Options, creating bool, wait time.Duration) 
 	if r.segs, err = openSegments(filepath.Join(dir, "segments")); err != nil {
 		return nil, err
 	}
+	if err := r.checkSegments(); err != nil {
+		return nil, err
+	}
 	if err := r.purgeOrphans(); err != nil {
 		return nil, err
 	}

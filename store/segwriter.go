@@ -152,9 +152,13 @@ func (s *segments) openWriter(committed func(seg uint32) (uint64, error)) error 
 	if err != nil {
 		return err
 	}
+	flags := os.O_RDWR
+	if n == 0 { // a segment with committed content is never made anew
+		flags |= os.O_CREATE
+	}
 	s.flush, s.flushed = make(chan *chunk, chunksInFlight), make(chan error, chunksInFlight)
 	go s.flusher(s.flush, s.flushed)
-	return s.start(id, n, os.O_RDWR|os.O_CREATE)
+	return s.start(id, n, flags)
 }
 
 // start makes segment id, cut to n committed bytes, the one appended to.
@@ -162,7 +166,17 @@ func (s *segments) start(id uint32, n uint64, flags int) error {
 	name := filepath.Join(s.dir, segmentName(id))
 	f, direct, err := openDirect(name, flags, !s.noDirect)
 	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			err = fmt.Errorf("%w: segments/%s is missing (%d bytes committed); run 'hindsight verify'", ErrCorrupt, segmentName(id), n)
+		}
 		return fmt.Errorf("store: open segment %d: %w", id, err)
+	}
+	if fi, err := f.Stat(); err != nil || uint64(fi.Size()) < n {
+		f.Close()
+		if err == nil {
+			err = fmt.Errorf("%w: segments/%s holds %d bytes, less than the %d committed; run 'hindsight verify'", ErrCorrupt, segmentName(id), fi.Size(), n)
+		}
+		return err
 	}
 	if err := f.Truncate(int64(n)); err != nil {
 		f.Close()
@@ -350,7 +364,7 @@ func (s *segments) add(stored []byte, flags uint8) (location, error) {
 	if err != nil {
 		return location{}, err
 	}
-	loc := location{flags: flags, seg: seg, off: off, n: uint32(len(stored))}
+	loc := location{flags: flags | flagSum, seg: seg, off: off, n: uint32(len(stored)), sum: checksum(stored)}
 	if err := s.append(stored); err != nil {
 		return location{}, err
 	}
