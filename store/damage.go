@@ -8,6 +8,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+
+	"github.com/cockroachdb/pebble/v2"
 )
 
 // Damage is stored content that cannot be given back as it was written:
@@ -47,7 +50,7 @@ func damage(d Disk, b uint64, v version, err error) error {
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		out.Reason, out.Err = "the segment file ends before it", ErrCorrupt
 	case errors.Is(err, ErrCorrupt):
-		out.Reason = err.Error()
+		out.Reason = strings.TrimSuffix(err.Error(), ": "+ErrCorrupt.Error())
 	default:
 		out.Reason = "read failed: " + err.Error()
 	}
@@ -61,8 +64,8 @@ var (
 )
 
 // checkSegments refuses a repository whose index references a segment file
-// that is missing or shorter than its committed length: a writer would
-// otherwise re-create or extend it and serve zeros as history. Readers go
+// (or an index table) that is missing or shorter than recorded: a writer
+// would otherwise re-create or extend it and serve zeros as history. Readers go
 // on without this check, failing only the blocks that lie in the damage.
 func (r *Repo) checkSegments() error {
 	var errs []error
@@ -89,9 +92,56 @@ func (r *Repo) checkSegments() error {
 	if err != nil {
 		return fmt.Errorf("store: check segments: %w", err)
 	}
+	bad, err := r.indexFileProblems()
+	if err != nil {
+		return err
+	}
+	for _, b := range bad {
+		errs = append(errs, errors.New(b))
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %w; no writer may open it: run 'hindsight --repo %s verify' to see which disks and instants are affected",
 			ErrCorrupt, errors.Join(errs...), r.dir)
 	}
 	return nil
+}
+
+// indexFileProblems lists the index's table files that are missing or
+// shorter than the index's manifest records: pebble would only notice when
+// a read reaches them, and a writer must not build on them.
+func (r *Repo) indexFileProblems() ([]string, error) {
+	levels, err := r.db.SSTables()
+	if err != nil {
+		return nil, fmt.Errorf("store: list index tables: %w", err)
+	}
+	dir := filepath.Join(r.dir, "db")
+	if r.private != "" { // a view: its links to the writer's tables
+		dir = r.private
+	}
+	var out []string
+	for _, tables := range levels {
+		for _, t := range tables {
+			name := fmt.Sprintf("index table %06d.sst", uint64(t.BackingSSTNum))
+			fi, err := os.Stat(filepath.Join(dir, fmt.Sprintf("%06d.sst", uint64(t.BackingSSTNum))))
+			switch {
+			case errors.Is(err, fs.ErrNotExist):
+				out = append(out, name+" is missing")
+			case err != nil:
+				return nil, err
+			case !t.Virtual && uint64(fi.Size()) < t.Size:
+				out = append(out, fmt.Sprintf("%s holds %d bytes, less than the %d the index records", name, fi.Size(), t.Size))
+			}
+		}
+	}
+	return out, nil
+}
+
+// indexOpenError says what pebble found when the index would not open; a
+// damaged or missing table file is ErrCorrupt (pebble marks only some of
+// its findings with its own ErrCorruption).
+func indexOpenError(dir string, err error) error {
+	if errors.Is(err, pebble.ErrCorruption) || errors.Is(err, fs.ErrNotExist) || strings.Contains(err.Error(), "mismatch") {
+		return fmt.Errorf("%w: the index of %s cannot be opened: %w; run 'hindsight --repo %s verify' for what it affects", ErrCorrupt, dir, err, dir)
+	}
+	return fmt.Errorf("store: open index of %s: %w", dir, err)
 }

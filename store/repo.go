@@ -170,7 +170,7 @@ func openWriterWait(dir string, opt Options, creating bool, wait time.Duration) 
 	po.ErrorIfNotExists = !creating
 	db, err := pebble.Open(filepath.Join(dir, "db"), po)
 	if err != nil {
-		return nil, fmt.Errorf("store: open index of %s: %w", dir, err)
+		return nil, indexOpenError(dir, err)
 	}
 	r := &Repo{dir: dir, db: db, opts: opt, lock: lock, cache: cache,
 		unsynced: map[Hash]location{}, lastTimes: map[uint32]time.Time{}, versions: map[uint32]uint64{},

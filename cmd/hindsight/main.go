@@ -57,7 +57,7 @@ bookmark, point, repository), 4 repository busy (another writer), 130 interrupte
 			&cli.BoolFlag{Name: "debug", EnvVars: []string{"HINDSIGHT_DEBUG"}, Usage: "log internal events to stderr"},
 		},
 		Commands: []*cli.Command{
-			cmdInit(), cmdDisk(), cmdGroup(), cmdImport(), cmdBookmark(), cmdBookmarks(), cmdPoints(), cmdMount(), cmdExport(), cmdProtect(), cmdServeNBD(), cmdStatus(), cmdBrowse(), cmdRestore(), cmdHistory(), cmdDiff(), cmdVSphere(),
+			cmdInit(), cmdDisk(), cmdGroup(), cmdImport(), cmdBookmark(), cmdBookmarks(), cmdPoints(), cmdMount(), cmdExport(), cmdProtect(), cmdServeNBD(), cmdStatus(), cmdVerify(), cmdBrowse(), cmdRestore(), cmdHistory(), cmdDiff(), cmdVSphere(),
 		},
 		ExitErrHandler:  func(*cli.Context, error) {}, // main prints and exits
 		HideHelpCommand: true,
