@@ -291,6 +291,12 @@ func readFrame(f io.ReaderAt, off uint64) ([]byte, bool) {
 	if n < frameStep || n > maxSegment {
 		return nil, false
 	}
+	// The frame's last byte must exist before its length is trusted with
+	// an allocation: a damaged length would otherwise cost up to 1 GiB.
+	var last [1]byte
+	if _, err := f.ReadAt(last[:], int64(off)+frameHead+int64(n)+frameTail-1); err != nil {
+		return nil, false
+	}
 	frame := make([]byte, frameHead+int(n)+frameTail)
 	if _, err := f.ReadAt(frame, int64(off)); err != nil {
 		return nil, false
