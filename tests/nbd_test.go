@@ -186,10 +186,18 @@ func TestNBDTCPNeedsClientCerts(t *testing.T) {
 		{[]string{"--listen", "0.0.0.0:0", "--insecure-local"}, []string{"--insecure-local", "loopback"}},
 		{[]string{"--insecure-local"}, []string{"--insecure-local is for TCP"}},
 	} {
-		r := hs(t, append([]string{"--repo", repo, "serve-nbd", "web"}, tc.args...)...)
+		// start, not hs: a serve-nbd that wrongly serves is stopped at
+		// cleanup instead of hanging the test.
+		p := start(t, nil, append([]string{"--repo", repo, "serve-nbd", "web"}, tc.args...)...)
+		select {
+		case <-p.done:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("serve-nbd %q is serving; want exit 2\n%s", tc.args, p.stderr.String())
+		}
+		code := p.cmd.ProcessState.ExitCode()
 		for _, say := range tc.says {
-			if r.code != 2 || !strings.Contains(r.stderr, say) {
-				t.Errorf("serve-nbd %q: exit %d, stderr %q; want exit 2 naming %s", tc.args, r.code, r.stderr, say)
+			if code != 2 || !strings.Contains(p.stderr.String(), say) {
+				t.Errorf("serve-nbd %q: exit %d, stderr %q; want exit 2 naming %s", tc.args, code, p.stderr.String(), say)
 			}
 		}
 	}
