@@ -96,7 +96,9 @@ tap true
 echo "== NBD: qemu-img convert -n of 512 MiB"
 head -c $((512 << 20)) "$src" >"$work/nbd-src.raw"
 "$HS" --repo "$work/repo" disk create vm --size 512M >/dev/null
-"$HS" --repo "$work/repo" serve-nbd vm --listen 127.0.0.1:10899 2>"$work/nbd.log" &
+# TCP on loopback, as qemu-nbd below and as the recorded figures were taken
+# (--insecure-local: no client certificates; the default is a Unix socket).
+"$HS" --repo "$work/repo" serve-nbd vm --listen 127.0.0.1:10899 --insecure-local 2>"$work/nbd.log" &
 pids+=($!)
 sleep 1
 t=$(timed qemu-img convert -n -f raw -O raw "$work/nbd-src.raw" nbd://127.0.0.1:10899/vm)

@@ -28,10 +28,10 @@ func TestGroupWriteOrderFidelity(t *testing.T) {
 	if r := hs(t, "--repo", repo, "group", "create", "vm2", "a"); r.code == 0 || !strings.Contains(r.stderr, "already in group") {
 		t.Fatalf("a disk joined two groups: %d %s", r.code, r.stderr)
 	}
-	addr := serveNBD(t, repo, "vm")
+	sock := serveNBD(t, repo, "vm")
 	const n = 40
 	write := func(disk string, i int) {
-		run(t, "qemu-io", "-f", "raw", fmt.Sprintf("nbd://%s/%s", addr, disk),
+		run(t, "qemu-io", "-f", "raw", nbdURL(sock, disk),
 			"-c", fmt.Sprintf("write -P %d %d 4k", i+1, i*4096))
 	}
 	for i := 0; i < n; i++ {

@@ -5,6 +5,27 @@
 // NetworkBlockDevice/nbd project. The consumer (the engine) implements
 // Backend, one per export name, and calls Serve.
 //
+// # Admission
+//
+// Serve checks every accepted connection before it sends anything:
+//
+//   - Over a Unix socket, the peer's uid (SO_PEERCRED) must be allowed by
+//     Options.AllowUID: by default the server's own effective uid (the
+//     socket's owner) and root. ListenUnix makes the socket itself mode
+//     0600, so others cannot even connect; the check also covers a socket
+//     whose mode or directory lets them in.
+//   - At most Options.MaxConns connections (default 64) are served at once
+//     and at most Options.MaxHandshakes (default 8) of them may still be
+//     in the handshake. A connection beyond either cap is closed at once;
+//     the others are not disturbed.
+//   - The handshake, TLS included, must have chosen an export within
+//     Options.HandshakeTimeout (default 10 s) of accept, however active
+//     the client is; then the connection is closed.
+//
+// Refused and failed connections are logged at most once a second per
+// reason, the next line counting those left out, so a flood of them
+// cannot flood the log.
+//
 // # Handshake
 //
 // Fixed newstyle only, with NBD_FLAG_FIXED_NEWSTYLE and NBD_FLAG_NO_ZEROES.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -65,7 +66,8 @@ func FuzzOptionParsing(f *testing.F) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			s.serveConn(context.Background(), srv)
+			s.handshakes <- struct{}{} // serveConn releases it
+			s.serveConn(context.Background(), srv, "fuzz", time.Now().Add(time.Minute))
 		}()
 		drained := make(chan struct{})
 		go func() {
@@ -87,15 +89,37 @@ func FuzzOptionParsing(f *testing.F) {
 // halfClosedPipe is the server end of a net.Pipe on which the client can
 // half-close: once closeWrite is called (after the client's last Write
 // returned, so every byte was read), reads return io.EOF while replies
-// still flow to the client.
+// still flow to the client. The server's own read deadlines (the handshake
+// deadline, cleared after it) cannot undo the half-close.
 type halfClosedPipe struct {
 	net.Conn
+	mu  sync.Mutex
 	eof atomic.Bool
 }
 
 func (p *halfClosedPipe) closeWrite() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.eof.Store(true)
 	p.Conn.SetReadDeadline(time.Now())
+}
+
+func (p *halfClosedPipe) SetDeadline(t time.Time) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.eof.Load() {
+		return p.Conn.SetWriteDeadline(t)
+	}
+	return p.Conn.SetDeadline(t)
+}
+
+func (p *halfClosedPipe) SetReadDeadline(t time.Time) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.eof.Load() {
+		return nil
+	}
+	return p.Conn.SetReadDeadline(t)
 }
 
 func (p *halfClosedPipe) Read(b []byte) (int, error) {

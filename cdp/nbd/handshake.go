@@ -26,6 +26,7 @@ type export struct {
 type handshake struct {
 	s           *Server
 	nc          net.Conn // the raw connection, or its TLS upgrade
+	peer        string   // who is at the other end, for log lines
 	br          *bufio.Reader
 	noZeroes    bool
 	tlsRequired bool
@@ -219,7 +220,7 @@ func (h *handshake) info(opt uint32, data []byte) (*export, error) {
 	}
 	exp, err := h.lookup(req.name)
 	if err != nil {
-		h.s.opt.Logf("nbd: %v: export %q refused: %v", h.nc.RemoteAddr(), req.name, err)
+		h.s.refusals.log("exports refused", "nbd: %s: export %q refused: %v", h.peer, req.name, err)
 		return nil, h.reply(opt, repErrUnknown, fmt.Appendf(nil, "export %q is not available", req.name))
 	}
 	b := appendOptReply(nil, opt, repInfo, infoExportData(exp.geo.size, transmissionFlags(h.structured)))

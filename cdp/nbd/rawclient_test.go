@@ -18,10 +18,17 @@ type rawClient struct {
 	br *bufio.Reader
 }
 
-// dialRaw connects, checks the greeting and sends the client flags.
+// dialRaw connects over TCP, checks the greeting and sends the client
+// flags.
 func dialRaw(t testing.TB, addr string) *rawClient {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	return dialRawNet(t, "tcp", addr)
+}
+
+// dialRawNet is dialRaw on any network ("tcp", "unix").
+func dialRawNet(t testing.TB, network, addr string) *rawClient {
+	t.Helper()
+	nc, err := net.DialTimeout(network, addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -61,12 +62,41 @@ type Options struct {
 	// and lengths must be multiples of it (a length may also end exactly
 	// at the export size). A power of two from 1 to 65536; 0 means 512.
 	MinBlock uint32
+
+	// HandshakeTimeout bounds the time from accept until the client has
+	// chosen an export (NBD_OPT_GO or NBD_OPT_EXPORT_NAME answered),
+	// TLS included; a client still haggling then is disconnected.
+	// 0 means 10 s.
+	HandshakeTimeout time.Duration
+	// MaxConns caps the connections served at once, in the handshake or
+	// in transmission; 0 means 64. MaxHandshakes caps those still in the
+	// handshake; 0 means 8. A connection beyond either cap is closed as
+	// soon as it is accepted, before anything is sent; the connections
+	// already served are not disturbed.
+	MaxConns, MaxHandshakes int
+	// AllowUID says which local users are served over a Unix socket: the
+	// peer's uid (SO_PEERCRED) of every accepted Unix connection is
+	// checked, and a refused one is closed before anything is sent. nil
+	// allows the server's effective uid (the socket's owner) and root.
+	AllowUID func(uid uint32) bool
 }
 
-// Server serves NBD exports. It holds no per-connection state, so one
-// Server may serve several listeners.
+// Defaults of Options.
+const (
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultMaxConns         = 64
+	DefaultMaxHandshakes    = 8
+)
+
+// Server serves NBD exports. Its connection caps are shared by every
+// listener it serves.
 type Server struct {
 	opt Options
+	// conns and handshakes are semaphores: a slot is held by each
+	// connection served, and by each still in its handshake.
+	conns, handshakes chan struct{}
+	// refusals logs refused and failed connections at a bounded rate.
+	refusals *rateLog
 }
 
 // NewServer returns a server for opt. Options are checked by Serve.
@@ -77,7 +107,24 @@ func NewServer(opt Options) *Server {
 	if opt.Logf == nil {
 		opt.Logf = func(string, ...any) {}
 	}
-	return &Server{opt: opt}
+	if opt.HandshakeTimeout <= 0 {
+		opt.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if opt.MaxConns <= 0 {
+		opt.MaxConns = DefaultMaxConns
+	}
+	if opt.MaxHandshakes <= 0 {
+		opt.MaxHandshakes = DefaultMaxHandshakes
+	}
+	if opt.AllowUID == nil {
+		opt.AllowUID = ownerOrRoot(os.Geteuid())
+	}
+	return &Server{
+		opt:        opt,
+		conns:      make(chan struct{}, opt.MaxConns),
+		handshakes: make(chan struct{}, opt.MaxHandshakes),
+		refusals:   newRateLog(opt.Logf, refusalLogInterval),
+	}
 }
 
 // ErrBadOptions is returned by Serve for unusable Options; use errors.Is.
@@ -127,36 +174,97 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			return fmt.Errorf("nbd: accept: %w", err)
 		}
 		delay = 0
+		// The deadline runs from accept, before anything is checked.
+		deadline := time.Now().Add(s.opt.HandshakeTimeout)
+		peer, ok := s.admit(nc)
+		if !ok {
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.serveConn(ctx, nc)
+			defer func() { <-s.conns }()
+			s.serveConn(ctx, nc, peer, deadline)
 		}()
 	}
 }
 
-// serveConn runs one connection: handshake, then transmission. It returns
-// once the connection is closed and no request of it is in flight.
-func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
-	remote := nc.RemoteAddr()
-	// On shutdown, unblock the reader and bound the remaining replies.
-	// The deadline set on the raw connection also applies beneath TLS.
-	stop := context.AfterFunc(ctx, func() {
-		nc.SetReadDeadline(time.Now())
-		nc.SetWriteDeadline(time.Now().Add(shutdownGrace))
-	})
+// admit checks a new connection's peer and the caps. It returns a name for
+// the peer in log lines and true when the connection is to be served,
+// holding a connection slot and a handshake slot; otherwise it has closed
+// the connection and logged why (at a bounded rate).
+func (s *Server) admit(nc net.Conn) (peer string, ok bool) {
+	if a := nc.RemoteAddr(); a != nil {
+		peer = a.String()
+	}
+	cred, err := peerCred(nc)
+	switch {
+	case err != nil:
+		nc.Close()
+		s.refusals.log("refused: no peer credentials", "nbd: refused a connection: %v", err)
+		return peer, false
+	case cred != nil && !s.opt.AllowUID(cred.Uid):
+		nc.Close()
+		s.refusals.log("refused: not the owner", "nbd: refused a connection from uid %d (pid %d): that user may not use this server (by default it serves its own uid %d and root)", cred.Uid, cred.Pid, os.Geteuid())
+		return peer, false
+	case cred != nil:
+		peer = fmt.Sprintf("uid %d pid %d", cred.Uid, cred.Pid)
+	}
+	select {
+	case s.conns <- struct{}{}:
+	default:
+		nc.Close()
+		s.refusals.log("refused: too many connections", "nbd: %s: refused: %d connections already served (the cap)", peer, s.opt.MaxConns)
+		return peer, false
+	}
+	select {
+	case s.handshakes <- struct{}{}:
+	default:
+		<-s.conns
+		nc.Close()
+		s.refusals.log("refused: too many handshakes", "nbd: %s: refused: %d connections already in the handshake (the cap)", peer, s.opt.MaxHandshakes)
+		return peer, false
+	}
+	return peer, true
+}
+
+// shutdownDeadlines unblocks nc's reader and bounds the remaining replies.
+func shutdownDeadlines(nc net.Conn) {
+	nc.SetReadDeadline(time.Now())
+	nc.SetWriteDeadline(time.Now().Add(shutdownGrace))
+}
+
+// serveConn runs one connection admitted with a handshake slot: the
+// handshake until deadline, then transmission. It returns once the
+// connection is closed and no request of it is in flight.
+func (s *Server) serveConn(ctx context.Context, nc net.Conn, peer string, deadline time.Time) {
+	// Deadlines set on the raw connection also apply beneath TLS.
+	nc.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { shutdownDeadlines(nc) })
 	defer stop()
 
-	h := &handshake{s: s, nc: nc, tlsRequired: s.opt.TLS != nil}
+	h := &handshake{s: s, nc: nc, peer: peer, tlsRequired: s.opt.TLS != nil}
 	h.br = newReader(nc)
 	exp, err := h.run(ctx)
+	<-s.handshakes
 	if err != nil {
-		if ctx.Err() == nil && !errors.Is(err, errAborted) {
-			s.opt.Logf("nbd: %v: handshake: %v", remote, err)
+		switch {
+		case ctx.Err() != nil, errors.Is(err, errAborted):
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			s.refusals.log("dropped: handshake timeout", "nbd: %s: no export chosen within %v; disconnected", peer, s.opt.HandshakeTimeout)
+		default:
+			s.refusals.log("handshake failures", "nbd: %s: handshake: %v", peer, err)
 		}
 		h.nc.Close()
 		return
 	}
+	nc.SetDeadline(time.Time{})
+	if ctx.Err() != nil {
+		// Shutdown began during the handshake: its deadlines were just
+		// cleared (the AfterFunc has run or is running).
+		shutdownDeadlines(nc)
+	}
+	remote := peer
 	s.opt.Logf("nbd: %v: serving export %q (%d bytes, tls=%v, structured=%v)",
 		remote, exp.name, exp.geo.size, h.tlsDone, exp.geo.structured)
 	t := newTransmission(h.nc, h.br, exp, s.opt.Logf)
