@@ -6,7 +6,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/hindsight-cdp/hindsight/cdp"
 	"github.com/hindsight-cdp/hindsight/fs"
 	"github.com/hindsight-cdp/hindsight/fs/fusesrv"
 	"github.com/urfave/cli/v2"
@@ -40,7 +39,7 @@ readable by its owner only unless --allow-other. Ends on Ctrl-C, SIGTERM or 'umo
 			if err != nil {
 				return err
 			}
-			live, err := cdp.OpenLive(dir, logf(c))
+			live, err := openLive(c)
 			if err != nil {
 				return err
 			}
