@@ -61,10 +61,10 @@ List bookmarks with 'hindsight bookmarks DISK|GROUP'.`,
 			now := time.Now()
 			at, err := timespec.Parse(c.String("at"), now)
 			if err != nil {
-				return err
+				return usageErr(err)
 			}
-			if at.After(now) {
-				return fmt.Errorf("%w: --at %s", cdp.ErrFuture, fmtTime(at))
+			if at.After(now) { // no such instant yet, as before the first point
+				return notFound(fmt.Errorf("%w: --at %s", cdp.ErrFuture, fmtTime(at)))
 			}
 			if kind == store.KindApplication && c.IsSet("at") {
 				return usagef("--consistency application marks the present: it cannot take --at")

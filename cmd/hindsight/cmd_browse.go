@@ -80,7 +80,7 @@ func withInstant(c *cli.Context, at, root string, fn func(in *rcv.Instant) error
 		if d, err = r.Disk(c.Args().First()); err != nil {
 			return err
 		}
-		inst, err = cdp.Resolve(r, d, at, time.Now())
+		inst, err = resolveAt(r, d, at, time.Now())
 		return err
 	})
 	if err != nil {

@@ -52,6 +52,9 @@ The size is fixed; give it with binary units (2G = 2 GiB) and as a multiple of t
 					if err != nil {
 						return err
 					}
+					if err := checkDiskSize(size, bs); err != nil {
+						return err
+					}
 					return withRepo(c, false, func(r *store.Repo) error {
 						if g := c.String("group"); g != "" {
 							if _, err := r.Group(g); err != nil {

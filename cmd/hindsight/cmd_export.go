@@ -1,12 +1,12 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"time"
 
-	"github.com/hindsight-cdp/hindsight/cdp"
 	"github.com/hindsight-cdp/hindsight/fs"
 	"github.com/hindsight-cdp/hindsight/fs/export"
 	"github.com/hindsight-cdp/hindsight/store"
@@ -35,7 +35,7 @@ Prints the BLAKE3 of the image file written (for vmdk: of the -flat extent).`,
 				return usagef("--format %q: use one of %s", format, strings.Join(export.Formats, ", "))
 			}
 			return withDisk(c, 1, "a DISK", true, func(r *store.Repo, d store.Disk) error {
-				in, err := cdp.Resolve(r, d, c.String("at"), time.Now())
+				in, err := resolveAt(r, d, c.String("at"), time.Now())
 				if err != nil {
 					return err
 				}
@@ -48,7 +48,12 @@ Prints the BLAKE3 of the image file written (for vmdk: of the -flat extent).`,
 					Format: format, Out: c.String("out"), Force: c.Bool("force"), Progress: update, Stdout: c.App.Writer,
 				})
 				done()
-				if err != nil {
+				switch {
+				case errors.Is(err, export.ErrExists):
+					return busy(err)
+				case errors.Is(err, export.ErrBadTarget):
+					return usageErr(err)
+				case err != nil:
 					return err
 				}
 				out := struct {

@@ -6,7 +6,6 @@ import (
 	"sort"
 	"time"
 
-	"github.com/hindsight-cdp/hindsight/cdp"
 	rcv "github.com/hindsight-cdp/hindsight/cdp/recover"
 	"github.com/hindsight-cdp/hindsight/store"
 	"github.com/urfave/cli/v2"
@@ -37,7 +36,7 @@ every bookmark and at up to --samples points, and the output says so.`,
 			err := withDisk(c, 2, "a DISK and a PATH", true, func(r *store.Repo, disk store.Disk) error {
 				d = disk
 				now := time.Now()
-				ti, err := cdp.Resolve(r, d, c.String("until"), now)
+				ti, err := resolveAt(r, d, c.String("until"), now)
 				if err != nil {
 					return err
 				}
@@ -46,7 +45,7 @@ every bookmark and at up to --samples points, and the output says so.`,
 					return err
 				}
 				if s := c.String("since"); s != "" {
-					fi, err := cdp.Resolve(r, d, s, now)
+					fi, err := resolveAt(r, d, s, now)
 					switch {
 					case err == nil:
 						from = fi.Point
@@ -139,11 +138,7 @@ func samplePoints(r *store.Repo, d store.Disk, from, to store.Point, n int, res 
 }
 
 func sampledHistory(c *cli.Context, d store.Disk, points []store.Point) (rcv.HistoryResult, error) {
-	dir, err := repoDir(c)
-	if err != nil {
-		return rcv.HistoryResult{}, err
-	}
-	live, err := cdp.OpenLive(dir, logf(c))
+	live, err := openLive(c)
 	if err != nil {
 		return rcv.HistoryResult{}, err
 	}

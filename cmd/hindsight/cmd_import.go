@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -32,7 +33,7 @@ without it the point gets the time the import finishes.`,
 			if s := c.String("at"); s != "" {
 				var err error
 				if at, err = timespec.Parse(s, time.Now()); err != nil {
-					return err
+					return usageErr(err)
 				}
 			}
 			f, err := os.Open(c.Args().Get(1))
@@ -48,7 +49,12 @@ without it the point gets the time the import finishes.`,
 				update, done := progress(c, "import "+d.Name, size)
 				res, err := cdp.Import(c.Context, r, d, f, size, at, update)
 				done()
-				if err != nil {
+				// --at names the new point: in the future or not after the
+				// newest point it is bad input, as is an image of the wrong size.
+				switch {
+				case errors.Is(err, cdp.ErrFuture), errors.Is(err, store.ErrTimeOrder), errors.Is(err, cdp.ErrSizeMismatch):
+					return usageErr(err)
+				case err != nil:
 					return err
 				}
 				if c.Bool("json") {

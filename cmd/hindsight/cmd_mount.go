@@ -6,7 +6,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/hindsight-cdp/hindsight/cdp"
 	"github.com/hindsight-cdp/hindsight/fs"
 	"github.com/hindsight-cdp/hindsight/fs/fusesrv"
 	"github.com/urfave/cli/v2"
@@ -40,11 +39,10 @@ readable by its owner only unless --allow-other. Ends on Ctrl-C, SIGTERM or 'umo
 			if err != nil {
 				return err
 			}
-			live, err := cdp.OpenLive(dir, logf(c))
+			live, err := openLive(c)
 			if err != nil {
 				return err
 			}
-			defer live.Close()
 			mnt := c.Args().First()
 			srv, err := fs.Mount(c.Context, mnt, live, fs.Options{
 				AllowOther: c.Bool("allow-other"),
@@ -53,17 +51,21 @@ readable by its owner only unless --allow-other. Ends on Ctrl-C, SIGTERM or 'umo
 				Logf:       stderrf,
 			})
 			if err != nil {
-				return err
+				return joinClose(err, live.Close)
 			}
 			fmt.Fprintf(c.App.ErrWriter, "mounted %s at %s; Ctrl-C or 'umount %s' ends it\n", dir, mnt, mnt)
 			stopped := make(chan struct{})
 			go func() { srv.Wait(); close(stopped) }()
 			select {
 			case <-stopped: // unmounted from outside
-				return nil
 			case <-c.Context.Done():
+				if err := unmount(srv, mnt, stopped); err != nil {
+					// Still mounted: the server may be reading the
+					// repository, so it stays open until the process exits.
+					return err
+				}
 			}
-			return unmount(srv, mnt, stopped)
+			return live.Close()
 		},
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"errors"
 	"path"
 	"sort"
 	"strconv"
@@ -56,7 +57,7 @@ script pages forward by passing the last NAME it got:
 				if s := c.String(f.flag); s != "" {
 					t, err := timespec.Parse(s, now)
 					if err != nil {
-						return err
+						return usageErr(err)
 					}
 					*f.t = t.Add(f.add)
 				}
@@ -162,6 +163,9 @@ func withTarget(c *cli.Context, readOnly bool, fn func(r *store.Repo, owner stor
 	}
 	return withRepo(c, readOnly, func(r *store.Repo) error {
 		owner, err := cdp.Owner(r, c.Args().First())
+		if errors.Is(err, store.ErrUnknownDisk) {
+			return notFound(err)
+		}
 		if err != nil {
 			return err
 		}

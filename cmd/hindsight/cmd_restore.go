@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	rcv "github.com/hindsight-cdp/hindsight/cdp/recover"
-	"github.com/hindsight-cdp/hindsight/fs/export"
 	"github.com/hindsight-cdp/hindsight/store"
 	"github.com/urfave/cli/v2"
 )
@@ -82,18 +81,9 @@ func restoreOutcome(res []rcv.PathResult) error {
 	case n[rcv.Failed] > 0:
 		return fmt.Errorf("%d of %d paths failed", n[rcv.Failed], len(res))
 	case n[rcv.Exists] > 0:
-		return exitAs{fmt.Sprintf("%d of %d paths exist in the target (use --overwrite)", n[rcv.Exists], len(res)), export.ErrExists}
+		return busy(fmt.Errorf("%d of %d paths exist in the target (use --overwrite)", n[rcv.Exists], len(res)))
 	case n[rcv.Missing] > 0:
 		return usagef("%d of %d paths are not in the image at that instant", n[rcv.Missing], len(res))
 	}
 	return nil
 }
-
-// exitAs is an error with its own message that exits as target does.
-type exitAs struct {
-	msg    string
-	target error
-}
-
-func (e exitAs) Error() string        { return e.msg }
-func (e exitAs) Is(target error) bool { return target == e.target }

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hindsight-cdp/hindsight/fs/export"
 	"github.com/hindsight-cdp/hindsight/store"
 	"github.com/hindsight-cdp/hindsight/vsphere"
 	"github.com/urfave/cli/v2"
@@ -103,12 +102,6 @@ func withVSphere(c *cli.Context, fn func(cl *vsphere.Client) error) error {
 	return joinClose(vsErr(fn(cl)), func() error { return cl.Logout(context.WithoutCancel(c.Context)) })
 }
 
-// coded gives an error the exit code of another while keeping its message.
-type coded struct{ err, as error }
-
-func (e coded) Error() string   { return e.err.Error() }
-func (e coded) Unwrap() []error { return []error{e.err, e.as} }
-
 // vsErr maps the package's errors to the CLI's exit codes.
 func vsErr(err error) error {
 	switch {
@@ -117,9 +110,9 @@ func vsErr(err error) error {
 	case errors.Is(err, vsphere.ErrBadInput), errors.Is(err, vsphere.ErrLogin), errors.Is(err, vsphere.ErrNoSpace):
 		return usageErr(err)
 	case errors.Is(err, vsphere.ErrNotFound):
-		return coded{err, store.ErrNoPoint}
+		return notFound(err)
 	case errors.Is(err, vsphere.ErrExists), errors.Is(err, vsphere.ErrNotOurs), errors.Is(err, vsphere.ErrPoweredOn):
-		return coded{err, export.ErrExists}
+		return busy(err)
 	}
 	return err
 }

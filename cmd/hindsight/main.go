@@ -49,8 +49,10 @@ Instants (--at, and directory names in the mount) are accepted as
   relative     -15m, -2h30m, -1d (before now)
   latest, bookmark:NAME
 
-Exit codes: 0 success, 1 failure, 2 bad usage or input, 3 not found (disk,
-bookmark, point, repository), 4 repository busy (another writer), 130 interrupted.`,
+Exit codes: 0 success, 1 failure (also a damaged repository), 2 bad usage or
+input, 3 not found (repository, disk, group, bookmark, point, or an instant before
+the first point or in the future), 4 busy (another writer, or the name exists),
+130 interrupted.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "repo", Aliases: []string{"r"}, EnvVars: []string{"HINDSIGHT_REPO"}, Usage: "repository `DIR`"},
 			&cli.BoolFlag{Name: "json", Usage: "print results as JSON for scripts"},

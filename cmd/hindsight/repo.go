@@ -1,10 +1,16 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
+	"time"
 
+	"github.com/hindsight-cdp/hindsight/cdp"
+	"github.com/hindsight-cdp/hindsight/cdp/timespec"
 	"github.com/hindsight-cdp/hindsight/store"
 	"github.com/urfave/cli/v2"
 )
@@ -32,7 +38,33 @@ func openRepo(c *cli.Context, readOnly bool) (*store.Repo, error) {
 	if err != nil {
 		return nil, err
 	}
-	return store.Open(dir, store.Options{ReadOnly: readOnly, Logf: logf(c)})
+	r, err := store.Open(dir, store.Options{ReadOnly: readOnly, Logf: logf(c)})
+	return r, openErr(dir, err)
+}
+
+// openLive opens the repository as a read-only view that follows the writer.
+func openLive(c *cli.Context) (*cdp.Live, error) {
+	dir, err := repoDir(c)
+	if err != nil {
+		return nil, err
+	}
+	l, err := cdp.OpenLive(dir, logf(c))
+	return l, openErr(dir, err)
+}
+
+// openErr classifies an error opening the repository in dir. The store
+// answers ErrNotRepository both when there is none and when its marker is
+// unreadable: without a marker there is no repository (exit 3); with one,
+// the repository is there and damaged (exit 1).
+func openErr(dir string, err error) error {
+	if !errors.Is(err, store.ErrNotRepository) {
+		return err
+	}
+	// hindsight.json is the store's format marker (store/repo.go).
+	if _, serr := os.Stat(filepath.Join(dir, "hindsight.json")); errors.Is(serr, fs.ErrNotExist) {
+		return notFound(err)
+	}
+	return damaged(fmt.Errorf("the repository at %s is damaged: %w", dir, err))
 }
 
 // withRepo runs fn on the open repository and closes it.
@@ -52,14 +84,34 @@ func withDisk(c *cli.Context, n int, names string, readOnly bool, fn func(r *sto
 	}
 	return withRepo(c, readOnly, func(r *store.Repo) error {
 		d, err := r.Disk(c.Args().First())
-		if err != nil {
+		if errors.Is(err, store.ErrUnknownDisk) {
 			if g, gerr := r.Group(c.Args().First()); gerr == nil {
-				return fmt.Errorf("%w: %q is a group; '%s' takes one of its disks (%s)", store.ErrUnknownDisk, g.Name, c.Command.FullName(), strings.Join(g.Disks, ", "))
+				err = fmt.Errorf("%w: %q is a group; '%s' takes one of its disks (%s)", store.ErrUnknownDisk, g.Name, c.Command.FullName(), strings.Join(g.Disks, ", "))
 			}
+			return notFound(err)
+		}
+		if err != nil {
 			return err
 		}
 		return fn(r, d)
 	})
+}
+
+// resolveAt resolves the instant spec (--at and the like) of disk d and
+// classifies what can go wrong: a time that does not parse is bad input
+// (exit 2); an instant in the future or before the disk's first point, an
+// unknown bookmark, a disk without points, is no such instant (exit 3).
+func resolveAt(r cdp.PointReader, d store.Disk, spec string, now time.Time) (cdp.Instant, error) {
+	in, err := cdp.Resolve(r, d, spec, now)
+	switch {
+	case err == nil:
+		return in, nil
+	case errors.Is(err, timespec.ErrBadTime):
+		return in, usageErr(err)
+	case errors.Is(err, cdp.ErrFuture), errors.Is(err, store.ErrNoPoint), errors.Is(err, store.ErrUnknownBookmark):
+		return in, notFound(err)
+	}
+	return in, err
 }
 
 func joinClose(err error, close func() error) error {

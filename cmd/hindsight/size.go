@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/hindsight-cdp/hindsight/store"
 )
 
 // parseSize reads a byte count as storage tools write it: 4096, 512K, 2G,
@@ -30,3 +32,20 @@ func parseSize(s string) (int64, error) {
 }
 
 func fmtSize(n int64) string { return fmt.Sprintf("%d (%s)", n, humanBytes(n)) }
+
+// checkDiskSize checks a new disk's size and block size against the store's
+// rules before the repository is opened, so that a bad one is bad input
+// (exit 2) and the message says what would do.
+func checkDiskSize(size, blockSize int64) error {
+	if blockSize < store.MinBlockSize || blockSize > store.MaxBlockSize || blockSize&(blockSize-1) != 0 {
+		return usagef("--block-size %d: use a power of two from %d to %d (512, 4K, 64K, 1M)", blockSize, store.MinBlockSize, store.MaxBlockSize)
+	}
+	if size > store.MaxDiskSize {
+		return usagef("--size %s: a disk is at most %s", humanBytes(size), humanBytes(store.MaxDiskSize))
+	}
+	if size%blockSize != 0 {
+		down := size / blockSize * blockSize
+		return usagef("--size %d is not a multiple of the block size %d: use %d or %d", size, blockSize, down, down+blockSize)
+	}
+	return nil
+}

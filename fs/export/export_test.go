@@ -5,10 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -115,5 +118,78 @@ func TestExportRefusals(t *testing.T) {
 	}
 	if _, err := os.Stat(out); !os.IsNotExist(err) {
 		t.Fatal("a cancelled export left a partial file")
+	}
+}
+
+// failingReader serves an image, fails the read that covers failAt, and
+// records reads under way and reads begun after the caller said it closed
+// the image, as a repository closed under a running reader would see them.
+type failingReader struct {
+	img      []byte
+	failAt   int64
+	inflight atomic.Int32
+	closed   atomic.Bool
+	late     atomic.Int32 // reads begun after close
+}
+
+var errDamaged = errors.New("segment 1 is damaged")
+
+func (r *failingReader) ReadAt(p []byte, off int64) (int, error) {
+	if r.closed.Load() {
+		r.late.Add(1)
+	}
+	r.inflight.Add(1)
+	defer r.inflight.Add(-1)
+	if off <= r.failAt && r.failAt < off+int64(len(p)) {
+		return 0, errDamaged // at once: reads after it are still under way
+	}
+	if off > r.failAt {
+		time.Sleep(time.Second) // still under way when the failure is seen
+	}
+	return copy(p, r.img[off:]), nil
+}
+
+// TestExportReadErrorWaits: an export whose reader fails mid-way returns the
+// read error, and only once no read is under way or starts afterwards, in
+// every format: the caller closes the repository right after it returns.
+func TestExportReadErrorWaits(t *testing.T) {
+	const size = 32 << 20
+	img := testImage(size)
+	m := image.Meta{Name: "web", Size: size}
+	for _, c := range []struct{ format, out string }{
+		{"raw", "a.raw"}, {"raw", "-"}, {"vhd", "a.vhd"}, {"vmdk", "a.vmdk"}, {"vmdk-stream", "s.vmdk"}, {"vmdk-stream", "-"},
+	} {
+		t.Run(c.format+" "+c.out, func(t *testing.T) {
+			before := runtime.NumGoroutine()
+			r := &failingReader{img: img, failAt: 9 << 20}
+			out := c.out
+			if out != "-" {
+				out = filepath.Join(t.TempDir(), out)
+			}
+			_, err := Export(context.Background(), m, r, Options{Format: c.format, Out: out, Stdout: io.Discard})
+			r.closed.Store(true)
+			if n := r.inflight.Load(); n != 0 {
+				t.Errorf("%d reads still under way when Export returned", n)
+			}
+			if !errors.Is(err, errDamaged) {
+				t.Fatalf("Export: %v; want the read error", err)
+			}
+			time.Sleep(50 * time.Millisecond)
+			if n := r.late.Load(); n != 0 {
+				t.Errorf("%d reads began after Export returned", n)
+			}
+			deadline := time.Now().Add(time.Second)
+			for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if after := runtime.NumGoroutine(); after > before {
+				t.Errorf("%d goroutines before Export, %d after", before, after)
+			}
+			if out != "-" {
+				if _, err := os.Stat(out); !os.IsNotExist(err) {
+					t.Errorf("a failed export left %s", out)
+				}
+			}
+		})
 	}
 }

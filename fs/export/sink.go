@@ -64,7 +64,12 @@ func (s *sink) finish() error {
 // copyChunk is the unit of reading; chunks are read ahead in parallel.
 const copyChunk = 4 << 20
 
-// copyImage writes size bytes of r to w in order, reading ahead.
+// readAhead is how many chunks are read while an earlier one is written.
+const readAhead = 4
+
+// copyImage writes size bytes of r to w in order, reading ahead. It returns
+// only when no read of r is under way: the caller may close what r reads
+// (the repository) as soon as it returns, even after an error.
 func copyImage(ctx context.Context, w io.Writer, r io.ReaderAt, size int64, progress func(int64)) error {
 	g, ctx := errgroup.WithContext(ctx)
 	type chunk struct {
@@ -72,7 +77,7 @@ func copyImage(ctx context.Context, w io.Writer, r io.ReaderAt, size int64, prog
 		err  error
 		done chan struct{}
 	}
-	order := make(chan *chunk, 4)
+	order := make(chan *chunk, readAhead)
 	g.Go(func() error {
 		defer close(order)
 		for off := int64(0); off < size; off += copyChunk {
@@ -82,12 +87,20 @@ func copyImage(ctx context.Context, w io.Writer, r io.ReaderAt, size int64, prog
 			case <-ctx.Done():
 				return ctx.Err()
 			}
-			go func(off int64) {
+			// In the group, so that g.Wait also waits for reads the writer
+			// no longer wants. A read's error is reported in order, by the
+			// writer, so that the first bad chunk is the one named.
+			g.Go(func() error {
 				defer close(c.done)
+				if ctx.Err() != nil {
+					c.err = ctx.Err()
+					return nil
+				}
 				if _, err := r.ReadAt(c.buf, off); err != nil && !errors.Is(err, io.EOF) {
 					c.err = fmt.Errorf("read image at %d: %w", off, err)
 				}
-			}(off)
+				return nil
+			})
 		}
 		return nil
 	})
