@@ -2,12 +2,16 @@ package tests
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -238,4 +242,30 @@ func TestRecoverSpecialFiles(t *testing.T) {
 		t.Errorf("restore wrote through a symlink it made: %s holds %v", victim, ents)
 	}
 	noRecoverLeftovers(t)
+
+	// browse copies nothing itself; what it mounts lets nothing run with the
+	// image's setuid bits and opens no device of the image.
+	root := filepath.Join(t.TempDir(), "browse")
+	in, stop := startBrowse(t, "--repo", repo, "browse", "hostile", "--root", root)
+	if len(in.Parts) != 1 || in.Parts[0].Status != "mounted" {
+		t.Fatalf("browse: %+v", in.Parts)
+	}
+	dir := in.Parts[0].Dir
+	opts := strings.Split(strings.TrimSpace(run(t, "findmnt", "-rn", "-o", "OPTIONS", "-M", dir)), ",")
+	for _, need := range []string{"ro", "nosuid", "nodev", "noexec"} {
+		if !slices.Contains(opts, need) {
+			t.Errorf("browse mounts the image with %v: no %s", opts, need)
+		}
+	}
+	if f, err := os.Open(filepath.Join(dir, "dev/mem")); !errors.Is(err, unix.EACCES) {
+		t.Errorf("the image's dev/mem opened through browse: %v", err)
+		if f != nil {
+			f.Close()
+		}
+	}
+	if err := exec.Command(filepath.Join(dir, "usr/bin/rootshell"), "-c", "true").Run(); !errors.Is(err, unix.EACCES) {
+		t.Errorf("the image's setuid-root shell ran through browse: %v", err)
+	}
+	stop(syscall.SIGTERM)
+	noRecoverLeftovers(t, root)
 }
