@@ -44,7 +44,7 @@ missing, exists, error), "files", "bytes", "error", "skipped": [...],
               stripped: setuid, setgid, capabilities`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "at", Value: "latest", Usage: "instant: RFC 3339, ISO basic, @unix, -15m, latest, bookmark:NAME"},
-			&cli.StringFlag{Name: "to", Required: true, Usage: "target `DIR` (created if missing)"},
+			&cli.StringFlag{Name: "to", Required: true, Usage: "target `DIR` (created 0700 if missing)"},
 			&cli.BoolFlag{Name: "overwrite", Usage: "replace existing files in --to"},
 			&cli.BoolFlag{Name: "preserve-special", Usage: "recreate device nodes, FIFOs and sockets; keep setuid/setgid bits and capabilities"},
 		},
