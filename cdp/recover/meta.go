@@ -15,15 +15,30 @@ type unixStat = syscall.Stat_t
 // meta gives the restored entry src's owner, mode, xattrs and times: either
 // the open fd (files, directories) or name in the directory dirfd, not
 // followed (symlinks, device nodes). What the target filesystem does not
-// support (xattrs on a filesystem without them) is skipped.
-func (c *copier) meta(fd, dirfd int, name, src string, st *unixStat) error {
+// support (xattrs on a filesystem without them) is skipped. The mode is
+// applied after the owner (a chown clears setuid) and is the image's less
+// what restoredMode strips; file capabilities are not copied unless
+// c.special.
+func (c *copier) meta(fd, dirfd int, name, rel, src string, st *unixStat) error {
+	xattrs, _ := listXattrs(src) // a source without xattr support has none to copy
+	caps := false
+	if !c.special {
+		for i, n := range xattrs {
+			if n == capXattr {
+				caps = true
+				xattrs = append(xattrs[:i:i], xattrs[i+1:]...)
+				break
+			}
+		}
+	}
+	mode := c.restoredMode(rel, st.Mode, caps)
 	var p string // a path that reaches the entry itself, not through a symlink
 	if fd >= 0 {
 		p = fmt.Sprintf("/proc/self/fd/%d", fd)
 		if err := unix.Fchown(fd, int(st.Uid), int(st.Gid)); err != nil && !errors.Is(err, unix.EPERM) {
 			return &os.PathError{Op: "chown", Path: src, Err: err}
 		}
-		if err := unix.Fchmod(fd, st.Mode&0o7777); err != nil {
+		if err := unix.Fchmod(fd, mode); err != nil {
 			return &os.PathError{Op: "chmod", Path: src, Err: err}
 		}
 	} else {
@@ -32,7 +47,7 @@ func (c *copier) meta(fd, dirfd int, name, src string, st *unixStat) error {
 			return &os.PathError{Op: "chown", Path: src, Err: err}
 		}
 		if st.Mode&unix.S_IFMT != unix.S_IFLNK {
-			if err := unix.Fchmodat(dirfd, name, st.Mode&0o7777, 0); err != nil {
+			if err := unix.Fchmodat(dirfd, name, mode, 0); err != nil {
 				return &os.PathError{Op: "chmod", Path: src, Err: err}
 			}
 		}
@@ -41,7 +56,7 @@ func (c *copier) meta(fd, dirfd int, name, src string, st *unixStat) error {
 	if fd >= 0 { // lsetxattr would act on the /proc link itself
 		set = func(n string, v []byte) error { return unix.Fsetxattr(fd, n, v, 0) }
 	}
-	if err := copyXattrs(src, set); err != nil {
+	if err := copyXattrs(src, xattrs, set); err != nil {
 		return err
 	}
 	ts := []unix.Timespec{unix.NsecToTimespec(st.Atim.Nano()), unix.NsecToTimespec(st.Mtim.Nano())}
@@ -55,12 +70,9 @@ func (c *copier) meta(fd, dirfd int, name, src string, st *unixStat) error {
 	return nil
 }
 
-// copyXattrs copies the extended attributes of src (not followed) with set.
-func copyXattrs(src string, set func(name string, value []byte) error) error {
-	names, err := listXattrs(src)
-	if err != nil || len(names) == 0 {
-		return nil // a source without xattr support has none to copy
-	}
+// copyXattrs copies the extended attributes names of src (not followed)
+// with set.
+func copyXattrs(src string, names []string, set func(name string, value []byte) error) error {
 	buf := make([]byte, 64<<10)
 	for _, n := range names {
 		sz, err := unix.Lgetxattr(src, n, buf)

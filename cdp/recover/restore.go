@@ -21,7 +21,31 @@ const (
 	Missing  = "missing" // not in the image at that instant
 	Exists   = "exists"  // the target exists and Overwrite is off
 	Failed   = "error"
+	// Skipped: the path itself is a special file (see Skip) and nothing
+	// was written.
+	Skipped = "skipped"
 )
+
+// Kinds of entries a restore skips (Skip.Kind).
+const (
+	KindCharDevice  = "char-device"
+	KindBlockDevice = "block-device"
+	KindFIFO        = "fifo"
+	KindSocket      = "socket"
+	// KindUnsafeName: a directory entry named "", ".", ".." or with a "/"
+	// (the kernel refuses to list these today; the check does not rely on it).
+	KindUnsafeName = "unsafe-name"
+)
+
+// What a restore takes away from an entry's metadata (Strip.Stripped).
+const (
+	StripSetuid       = "setuid"
+	StripSetgid       = "setgid"
+	StripCapabilities = "capabilities" // the security.capability xattr
+)
+
+// capXattr holds file capabilities: as good as setuid for what it grants.
+const capXattr = "security.capability"
 
 // RestoreOptions say where restored files go.
 type RestoreOptions struct {
@@ -32,6 +56,26 @@ type RestoreOptions struct {
 	// Overwrite replaces existing targets (files atomically, by rename;
 	// directories are merged).
 	Overwrite bool
+	// PreserveSpecial restores what an image from an untrusted machine
+	// should not hand the host: device nodes, FIFOs and sockets are
+	// recreated, setuid and setgid bits and file capabilities kept. Without
+	// it they are skipped or stripped, and each is listed in the result.
+	PreserveSpecial bool
+}
+
+// Skip is an entry that was not restored, and why.
+type Skip struct {
+	Path   string `json:"path"` // below the target directory, where it would have gone
+	Kind   string `json:"kind"` // KindCharDevice, KindBlockDevice, KindFIFO, KindSocket, KindUnsafeName
+	Reason string `json:"reason"`
+}
+
+// Strip is an entry restored without some of its metadata.
+type Strip struct {
+	Path      string   `json:"path"`       // below the target directory
+	Stripped  []string `json:"stripped"`   // StripSetuid, StripSetgid, StripCapabilities
+	ImageMode string   `json:"image_mode"` // permission bits in the image, octal ("4755")
+	Mode      string   `json:"mode"`       // as restored ("0755")
 }
 
 // PathResult is what became of one requested path.
@@ -43,6 +87,11 @@ type PathResult struct {
 	Files     int    `json:"files"` // entries written: files, directories, links
 	Bytes     int64  `json:"bytes"`
 	Error     string `json:"error,omitempty"`
+	// Skipped and Stripped list, below this path, the entries not
+	// restored and those restored without setuid/setgid bits or
+	// capabilities (empty with PreserveSpecial).
+	Skipped  []Skip  `json:"skipped"`
+	Stripped []Strip `json:"stripped"`
 }
 
 // Restore copies each path out of the instant into opt.To with its mode,
@@ -50,8 +99,18 @@ type PathResult struct {
 // the target filesystem allows. Problems with one path are reported in its
 // result; the error is for what stops the whole restore (ctx, an unusable
 // target directory).
+//
+// The image is not trusted. Unless opt.PreserveSpecial: device nodes, FIFOs
+// and sockets are skipped; setuid and setgid bits (on files and
+// directories) and file capabilities are dropped, so that no restored file
+// runs with more rights than its caller's. Owners are kept (when running as
+// root): once those bits are gone, a file owned by root grants nothing, and
+// an admin restoring /etc or /home wants the owners back. The sticky bit is
+// kept: it only restricts (who may delete in a directory). opt.To is made
+// 0700 when it does not exist, so that no other user reaches the entries
+// while they are written; an existing directory is left as it is.
 func (in *Instant) Restore(ctx context.Context, paths []string, opt RestoreOptions) ([]PathResult, error) {
-	if err := os.MkdirAll(opt.To, 0o755); err != nil {
+	if err := os.MkdirAll(opt.To, 0o700); err != nil {
 		return nil, fmt.Errorf("restore target: %w", err)
 	}
 	to, err := unix.Open(opt.To, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -59,19 +118,22 @@ func (in *Instant) Restore(ctx context.Context, paths []string, opt RestoreOptio
 		return nil, fmt.Errorf("restore target %s: %w", opt.To, err)
 	}
 	defer unix.Close(to)
-	c := &copier{ctx: ctx, to: to, toPath: opt.To, overwrite: opt.Overwrite, links: map[[2]uint64]string{}}
+	c := &copier{ctx: ctx, to: to, toPath: opt.To, overwrite: opt.Overwrite, special: opt.PreserveSpecial, links: map[[2]uint64]string{}}
 	var out []PathResult
 	for _, p := range paths {
 		if err := ctx.Err(); err != nil {
 			return out, err
 		}
 		res := PathResult{Path: p}
-		c.files, c.bytes = 0, 0
+		c.files, c.bytes, c.skipped, c.stripped = 0, 0, []Skip{}, []Strip{}
 		err := in.restoreOne(c, p, &res)
-		res.Files, res.Bytes = c.files, c.bytes
+		res.Files, res.Bytes, res.Skipped, res.Stripped = c.files, c.bytes, c.skipped, c.stripped
+		var skip *skipError
 		switch {
 		case err == nil:
 			res.Status = Restored
+		case errors.As(err, &skip):
+			res.Status, res.Error = Skipped, skip.Error()
 		case errors.Is(err, ctx.Err()) && ctx.Err() != nil:
 			return append(out, res), err
 		case errors.Is(err, fs.ErrNotExist):
@@ -105,7 +167,7 @@ func (in *Instant) restoreOne(c *copier, p string, res *PathResult) error {
 	}
 	res.Target = filepath.Join(c.toPath, target)
 	if target == "/" {
-		return c.copyInto(c.to, src)
+		return c.copyInto(c.to, "", src)
 	}
 	dir, base := path.Split(target)
 	dfd, err := c.mkdirs(strings.Trim(dir, "/"))
@@ -117,8 +179,20 @@ func (in *Instant) restoreOne(c *copier, p string, res *PathResult) error {
 	if err != nil {
 		return err
 	}
-	return c.copy(dfd, base, src, st)
+	n := len(c.skipped)
+	if err := c.copy(dfd, strings.Trim(dir, "/"), base, src, st); err != nil {
+		return err
+	}
+	if len(c.skipped) > n && c.files == 0 && !st.IsDir() {
+		return &skipError{c.skipped[n]}
+	}
+	return nil
 }
+
+// skipError: the requested path itself was skipped.
+type skipError struct{ s Skip }
+
+func (e *skipError) Error() string { return e.s.Kind + ": " + e.s.Reason }
 
 // copier writes below the target directory fd `to`, never through a symlink.
 type copier struct {
@@ -126,9 +200,12 @@ type copier struct {
 	to        int
 	toPath    string
 	overwrite bool
+	special   bool                 // RestoreOptions.PreserveSpecial
 	links     map[[2]uint64]string // (dev, ino) of a multiply linked file → its target path below to
 	files     int
 	bytes     int64
+	skipped   []Skip
+	stripped  []Strip
 }
 
 // beneath opens the directory rel (relative to the target) without
@@ -169,8 +246,9 @@ func (c *copier) mkdirs(rel string) (int, error) {
 	return c.beneath(cur)
 }
 
-// copyInto copies the children of the directory src into the directory dfd.
-func (c *copier) copyInto(dfd int, src string) error {
+// copyInto copies the children of the directory src into the directory dfd
+// (dir below the target).
+func (c *copier) copyInto(dfd int, dir, src string) error {
 	ents, err := os.ReadDir(src)
 	if err != nil {
 		return err
@@ -180,21 +258,34 @@ func (c *copier) copyInto(dfd int, src string) error {
 		if err := c.ctx.Err(); err != nil {
 			return err
 		}
+		// Every operation on the target takes the name as one component
+		// relative to dfd: a name with a "/" would reach through a symlink
+		// this restore made (or, as "..", above dfd).
+		if n := e.Name(); !safeName(n) {
+			c.skipped = append(c.skipped, Skip{Path: strings.TrimPrefix(dir+"/"+n, "/"), Kind: KindUnsafeName, Reason: "a name no file may have: damaged or forged filesystem"})
+			continue
+		}
 		child := filepath.Join(src, e.Name())
 		st, err := os.Lstat(child)
 		if err != nil {
 			return err
 		}
-		if err := c.copy(dfd, e.Name(), child, st); err != nil {
+		if err := c.copy(dfd, dir, e.Name(), child, st); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// copy copies src (never followed) to name in the directory dfd.
-func (c *copier) copy(dfd int, name, src string, st os.FileInfo) error {
+// copy copies src (never followed) to name in the directory dfd (dir below
+// the target).
+func (c *copier) copy(dfd int, dir, name, src string, st os.FileInfo) error {
 	sys := st.Sys().(*unixStat)
+	rel := path.Join(dir, name)
+	if kind := specialKind(sys.Mode); kind != "" && !c.special {
+		c.skipped = append(c.skipped, Skip{Path: rel, Kind: kind, Reason: "special file (use --preserve-special)"})
+		return nil
+	}
 	var existing unix.Stat_t
 	exists := unix.Fstatat(dfd, name, &existing, unix.AT_SYMLINK_NOFOLLOW) == nil
 	if exists && !c.overwrite {
@@ -219,10 +310,10 @@ func (c *copier) copy(dfd int, name, src string, st os.FileInfo) error {
 		}
 		defer unix.Close(fd)
 		c.files++
-		if err := c.copyInto(fd, src); err != nil {
+		if err := c.copyInto(fd, rel, src); err != nil {
 			return err
 		}
-		return c.meta(fd, -1, "", src, sys) // after the children, so the times stick
+		return c.meta(fd, -1, "", rel, src, sys) // after the children, so the times stick
 	}
 	key := [2]uint64{uint64(sys.Dev), sys.Ino}
 	if sys.Nlink > 1 {
@@ -238,20 +329,20 @@ func (c *copier) copy(dfd int, name, src string, st os.FileInfo) error {
 	var err error
 	switch st.Mode().Type() {
 	case 0:
-		err = c.file(dfd, tmp, src, sys)
+		err = c.file(dfd, tmp, rel, src, sys)
 	case fs.ModeSymlink:
 		var target string
 		if target, err = os.Readlink(src); err == nil {
 			if err = unix.Symlinkat(target, dfd, tmp); err == nil {
-				err = c.meta(-1, dfd, tmp, src, sys)
+				err = c.meta(-1, dfd, tmp, rel, src, sys)
 			}
 		}
-	case fs.ModeNamedPipe, fs.ModeDevice, fs.ModeDevice | fs.ModeCharDevice:
+	case fs.ModeNamedPipe, fs.ModeDevice, fs.ModeDevice | fs.ModeCharDevice, fs.ModeSocket: // PreserveSpecial
 		if err = unix.Mknodat(dfd, tmp, sys.Mode, int(sys.Rdev)); err == nil {
-			err = c.meta(-1, dfd, tmp, src, sys)
+			err = c.meta(-1, dfd, tmp, rel, src, sys)
 		}
-	default: // sockets: nothing to restore
-		return nil
+	default:
+		return fmt.Errorf("%s: unknown file type %v", rel, st.Mode().Type())
 	}
 	if err == nil && exists && existing.Mode&unix.S_IFMT == unix.S_IFDIR {
 		err = fmt.Errorf("%w: %s is a directory, the image has a file", ErrExists, name)
@@ -265,13 +356,59 @@ func (c *copier) copy(dfd int, name, src string, st os.FileInfo) error {
 	}
 	c.files++
 	if sys.Nlink > 1 {
-		c.links[key] = c.targetPath(dfd, name)
+		c.links[key] = rel
 	}
 	return nil
 }
 
+// safeName says if n is one path component of its own.
+func safeName(n string) bool {
+	return n != "" && n != "." && n != ".." && !strings.Contains(n, "/")
+}
+
+// specialKind names the kind of a device node, FIFO or socket ("" for
+// anything else).
+func specialKind(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFCHR:
+		return KindCharDevice
+	case unix.S_IFBLK:
+		return KindBlockDevice
+	case unix.S_IFIFO:
+		return KindFIFO
+	case unix.S_IFSOCK:
+		return KindSocket
+	}
+	return ""
+}
+
+// restoredMode is the permission bits rel gets from the image's mode, and
+// what was taken away (recorded as a Strip together with capabilities, which
+// the xattr copy reports in caps).
+func (c *copier) restoredMode(rel string, mode uint32, caps bool) uint32 {
+	perm := mode & 0o7777
+	if c.special || mode&unix.S_IFMT == unix.S_IFLNK {
+		return perm
+	}
+	var what []string
+	if perm&unix.S_ISUID != 0 {
+		what = append(what, StripSetuid)
+	}
+	if perm&unix.S_ISGID != 0 {
+		what = append(what, StripSetgid)
+	}
+	if caps {
+		what = append(what, StripCapabilities)
+	}
+	out := perm &^ (unix.S_ISUID | unix.S_ISGID)
+	if len(what) > 0 {
+		c.stripped = append(c.stripped, Strip{Path: rel, Stripped: what, ImageMode: fmt.Sprintf("%04o", perm), Mode: fmt.Sprintf("%04o", out)})
+	}
+	return out
+}
+
 // file copies a regular file's content and metadata to tmp in dfd.
-func (c *copier) file(dfd int, tmp, src string, sys *unixStat) error {
+func (c *copier) file(dfd int, tmp, rel, src string, sys *unixStat) error {
 	in, err := os.OpenFile(src, os.O_RDONLY|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return err
@@ -288,7 +425,7 @@ func (c *copier) file(dfd int, tmp, src string, sys *unixStat) error {
 	if err != nil {
 		return err
 	}
-	if err := c.meta(fd, -1, "", src, sys); err != nil {
+	if err := c.meta(fd, -1, "", rel, src, sys); err != nil {
 		return err
 	}
 	return out.Sync()
@@ -312,17 +449,6 @@ func (c *copier) link(dfd int, name, first string, exists bool) error {
 	}
 	c.files++
 	return nil
-}
-
-// targetPath is name in dfd as a path relative to the target directory.
-func (c *copier) targetPath(dfd int, name string) string {
-	root, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", c.to))
-	dir, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", dfd))
-	rel, err := filepath.Rel(root, dir)
-	if err != nil {
-		return name
-	}
-	return filepath.Join(rel, name)
 }
 
 type ctxReader struct {

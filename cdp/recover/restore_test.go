@@ -3,6 +3,8 @@ package recover
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -10,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/hindsight-cdp/hindsight/fs/partition"
+	"golang.org/x/sys/unix"
 )
 
 // testInstant is an instant whose one filesystem, mounted at "/" as p2, is
@@ -194,7 +197,7 @@ func TestRestoreTargetSymlinks(t *testing.T) {
 }
 
 // A directory is restored whole: symlinks as symlinks (never followed out
-// of the image), hard links as hard links, named pipes as pipes.
+// of the image), hard links as hard links, named pipes skipped.
 func TestRestoreTree(t *testing.T) {
 	root, outside := imageTree(t)
 	if err := os.Link(filepath.Join(root, "a/b/c/file"), filepath.Join(root, "a/hardlink")); err != nil {
@@ -221,8 +224,8 @@ func TestRestoreTree(t *testing.T) {
 	if a.Ino != b.Ino || a.Nlink != 2 {
 		t.Errorf("hard link: inodes %d and %d, %d links", a.Ino, b.Ino, a.Nlink)
 	}
-	if st, err := os.Lstat(filepath.Join(to, "a/fifo")); err != nil || st.Mode()&os.ModeNamedPipe == 0 {
-		t.Errorf("fifo: %v, %v", st, err)
+	if _, err := os.Lstat(filepath.Join(to, "a/fifo")); !errors.Is(err, os.ErrNotExist) || len(res[0].Skipped) != 1 {
+		t.Errorf("fifo restored (%v) or not reported: %+v", err, res[0].Skipped)
 	}
 	if l, err := os.Readlink(filepath.Join(to, "a/out")); err != nil || l != outside {
 		t.Errorf("a/out: %q, %v", l, err)
@@ -250,5 +253,171 @@ func TestRestoreCancelled(t *testing.T) {
 	res, err := testInstant(root).Restore(ctx, []string{"/etc/hosts"}, RestoreOptions{To: t.TempDir()})
 	if !errors.Is(err, context.Canceled) || len(res) != 0 {
 		t.Fatalf("cancelled restore: %+v, %v", res, err)
+	}
+}
+
+// specialTree adds to the image tree root what an untrusted image may hold:
+// setuid and setgid files and directories, a file with capabilities, a
+// sticky directory, device nodes, a FIFO and a socket. It returns the
+// entries that are special files (path below root → kind) and those with
+// bits a restore strips (path → what, and the mode it should get).
+func specialTree(t *testing.T, root string) (special map[string]string, strip map[string]Strip) {
+	t.Helper()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.MkdirAll(filepath.Join(root, "s/sgid-dir"), 0o755))
+	must(os.MkdirAll(filepath.Join(root, "s/tmp"), 0o755))
+	for _, f := range []string{"su", "sgid", "both", "caps", "plain"} {
+		must(os.WriteFile(filepath.Join(root, "s", f), []byte("#!/bin/sh\n"), 0o755))
+	}
+	for name, mode := range map[string]uint32{"su": 0o4755, "sgid": 0o2755, "both": 0o6711, "sgid-dir": 0o2775, "tmp": 0o1777, "plain": 0o750} {
+		must(unix.Chmod(filepath.Join(root, "s", name), mode))
+	}
+	// A version 2 capability set: permitted and effective cap_net_raw (13).
+	// struct vfs_cap_data, little-endian: magic 0x02000000 | effective,
+	// then permitted and inheritable of the low and high words.
+	capv2 := []byte{1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	must(unix.Setxattr(filepath.Join(root, "s/caps"), capXattr, capv2, 0))
+	must(unix.Mknod(filepath.Join(root, "s/mem"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 1))))
+	must(unix.Mknod(filepath.Join(root, "s/loop"), unix.S_IFBLK|0o660, int(unix.Mkdev(7, 0))))
+	must(unix.Mknod(filepath.Join(root, "s/fifo"), unix.S_IFIFO|0o622, 0))
+	must(unix.Mknod(filepath.Join(root, "s/sock"), unix.S_IFSOCK|0o755, 0))
+	special = map[string]string{"s/mem": KindCharDevice, "s/loop": KindBlockDevice, "s/fifo": KindFIFO, "s/sock": KindSocket}
+	strip = map[string]Strip{
+		"s/su":       {Stripped: []string{StripSetuid}, ImageMode: "4755", Mode: "0755"},
+		"s/sgid":     {Stripped: []string{StripSetgid}, ImageMode: "2755", Mode: "0755"},
+		"s/both":     {Stripped: []string{StripSetuid, StripSetgid}, ImageMode: "6711", Mode: "0711"},
+		"s/sgid-dir": {Stripped: []string{StripSetgid}, ImageMode: "2775", Mode: "0775"},
+		"s/caps":     {Stripped: []string{StripCapabilities}, ImageMode: "0755", Mode: "0755"},
+	}
+	return special, strip
+}
+
+// An image's special files are skipped and its setuid/setgid bits and
+// capabilities dropped, each listed in the result; with PreserveSpecial all
+// are restored as they were.
+func TestRestoreSpecial(t *testing.T) {
+	root, _ := imageTree(t)
+	special, strip := specialTree(t, root)
+	in := testInstant(root)
+
+	to := filepath.Join(t.TempDir(), "new", "to")
+	res := restore(t, in, to, false, "/s", "/s/mem")
+	if st, err := os.Stat(to); err != nil || st.Mode().Perm() != 0o700 {
+		t.Errorf("--to made with %v, %v; want 0700", st.Mode(), err)
+	}
+	if res[0].Status != Restored || res[1].Status != Skipped {
+		t.Fatalf("statuses %s %s, want restored skipped\n%+v", res[0].Status, res[1].Status, res)
+	}
+	gotSkip := map[string]string{}
+	for _, s := range res[0].Skipped {
+		gotSkip[s.Path] = s.Kind
+	}
+	if fmt.Sprint(gotSkip) != fmt.Sprint(special) || len(res[0].Skipped) != len(special) {
+		t.Errorf("skipped %v, want %v", res[0].Skipped, special)
+	}
+	if len(res[1].Skipped) != 1 || res[1].Skipped[0] != (Skip{"s/mem", KindCharDevice, "special file (use --preserve-special)"}) || res[1].Files != 0 {
+		t.Errorf("/s/mem asked for itself: %+v", res[1])
+	}
+	gotStrip := map[string]Strip{}
+	for _, s := range res[0].Stripped {
+		p := s.Path
+		s.Path = ""
+		gotStrip[p] = s
+	}
+	if fmt.Sprint(gotStrip) != fmt.Sprint(strip) || len(res[0].Stripped) != len(strip) {
+		t.Errorf("stripped %+v\nwant %+v", res[0].Stripped, strip)
+	}
+	// The target against the image: every entry there but the special
+	// files, each with the image's mode less setuid and setgid.
+	err := filepath.WalkDir(filepath.Join(root, "s"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		var img, got unix.Stat_t
+		if err := unix.Lstat(p, &img); err != nil {
+			return err
+		}
+		lerr := unix.Lstat(filepath.Join(to, rel), &got)
+		if _, ok := special[rel]; ok {
+			if lerr == nil {
+				t.Errorf("%s: special file restored (mode %o)", rel, got.Mode)
+			}
+			return nil
+		}
+		if lerr != nil {
+			t.Errorf("%s: %v", rel, lerr)
+			return nil
+		}
+		want := img.Mode &^ (unix.S_ISUID | unix.S_ISGID)
+		if got.Mode != want || got.Uid != img.Uid || got.Gid != img.Gid {
+			t.Errorf("%s: mode %o owner %d:%d, want %o %d:%d", rel, got.Mode, got.Uid, got.Gid, want, img.Uid, img.Gid)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.Lgetxattr(filepath.Join(to, "s/caps"), capXattr, make([]byte, 64)); !errors.Is(err, unix.ENODATA) {
+		t.Errorf("capabilities restored: %v", err)
+	}
+
+	// An existing target keeps its mode.
+	existing := t.TempDir()
+	if err := os.Chmod(existing, 0o751); err != nil {
+		t.Fatal(err)
+	}
+	restore(t, in, existing, false, "/etc/hosts")
+	if st, _ := os.Stat(existing); st.Mode().Perm() != 0o751 {
+		t.Errorf("existing target's mode changed to %v", st.Mode())
+	}
+
+	// With PreserveSpecial: everything as it was.
+	to = filepath.Join(t.TempDir(), "to")
+	res2, err := in.Restore(context.Background(), []string{"/s"}, RestoreOptions{To: to, PreserveSpecial: true})
+	if err != nil || res2[0].Status != Restored || len(res2[0].Skipped)+len(res2[0].Stripped) != 0 {
+		t.Fatalf("restore with PreserveSpecial: %+v, %v", res2, err)
+	}
+	err = filepath.WalkDir(filepath.Join(root, "s"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		var img, got unix.Stat_t
+		if err := unix.Lstat(p, &img); err != nil {
+			return err
+		}
+		if err := unix.Lstat(filepath.Join(to, rel), &got); err != nil {
+			t.Errorf("%s: %v", rel, err)
+		} else if got.Mode != img.Mode || got.Rdev != img.Rdev || got.Uid != img.Uid {
+			t.Errorf("%s: mode %o rdev %x uid %d, want %o %x %d", rel, got.Mode, got.Rdev, got.Uid, img.Mode, img.Rdev, img.Uid)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	if n, err := unix.Lgetxattr(filepath.Join(to, "s/caps"), capXattr, buf); err != nil || n != 20 {
+		t.Errorf("capabilities not kept with PreserveSpecial: %d bytes, %v", n, err)
+	}
+}
+
+// A directory entry whose name would be read as a path is never used as one.
+func TestSafeName(t *testing.T) {
+	for _, n := range []string{"", ".", "..", "a/b", "../x", "/"} {
+		if safeName(n) {
+			t.Errorf("%q passes as a name", n)
+		}
+	}
+	for _, n := range []string{"a", "..a", "...", ".hidden", "a\\b"} {
+		if !safeName(n) {
+			t.Errorf("%q refused", n)
+		}
 	}
 }

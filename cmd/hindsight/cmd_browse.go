@@ -37,7 +37,13 @@ clone that takes the replay, never the instant. The METHOD column says which;
 the MOUNTPOINT column is where the disk's own /etc/fstab mounts each one. Encrypted (LUKS) and
 unknown partitions are listed, not opened. The mounts stay until Ctrl-C or
 SIGTERM; with --shell, until the shell started there exits. Either way every
-mount and loop device is removed.`,
+mount and loop device is removed.
+
+The image is not trusted: every mount is also nosuid, nodev and noexec, so
+nothing in it runs, with its setuid bits or at all, and none of its device
+nodes opens. browse copies nothing itself; a 'cp -a' in the shell copies
+setuid bits and device nodes as they are: 'hindsight restore' copies out
+without them.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "at", Value: "latest", Usage: "instant: RFC 3339, ISO basic, @unix, -15m, latest, bookmark:NAME"},
 			&cli.StringFlag{Name: "root", Value: defaultBrowseRoot, Usage: "directory under which instants are mounted (made owner-only)"},

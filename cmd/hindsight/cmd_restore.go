@@ -21,12 +21,31 @@ the image only: '..' and symlinks never lead out of it, and a symlink is restore
 as a symlink. Existing targets are kept unless --overwrite (files are replaced
 atomically). Everything mounted is removed at the end, also on Ctrl-C.
 
-Exit codes: 0 all restored, 2 some paths missing in the image, 4 some targets
-exist (no --overwrite), 1 an error; --json reports each path.`,
+The image is not trusted: device nodes, FIFOs and sockets are skipped, and
+setuid/setgid bits and file capabilities (security.capability) are dropped,
+unless --preserve-special. Owners are kept when run as root; the sticky bit is
+kept. --to is created mode 0700 if it does not exist (an existing one is left
+as it is).
+
+Exit codes: 0 all restored (or skipped as above), 2 some paths missing in the
+image, 4 some targets exist (no --overwrite), 1 an error.
+
+--json prints {"disk", "point", "to", "results": [...], "partitions": [...]};
+each result is {"path", "partition", "target", "status" (restored, skipped,
+missing, exists, error), "files", "bytes", "error", "skipped": [...],
+"stripped": [...]}, where paths in "skipped" and "stripped" are below --to:
+  "skipped":  [{"path": "dev/mem", "kind": "char-device",
+                "reason": "special file (use --preserve-special)"}]
+              kind: char-device, block-device, fifo, socket, or unsafe-name
+              (a name with "/", "." or "..": a forged filesystem)
+  "stripped": [{"path": "usr/bin/su", "stripped": ["setuid"],
+                "image_mode": "4755", "mode": "0755"}]
+              stripped: setuid, setgid, capabilities`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "at", Value: "latest", Usage: "instant: RFC 3339, ISO basic, @unix, -15m, latest, bookmark:NAME"},
-			&cli.StringFlag{Name: "to", Required: true, Usage: "target `DIR` (created if missing)"},
+			&cli.StringFlag{Name: "to", Required: true, Usage: "target `DIR` (created 0700 if missing)"},
 			&cli.BoolFlag{Name: "overwrite", Usage: "replace existing files in --to"},
+			&cli.BoolFlag{Name: "preserve-special", Usage: "recreate device nodes, FIFOs and sockets; keep setuid/setgid bits and capabilities"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() < 2 {
@@ -34,7 +53,8 @@ exist (no --overwrite), 1 an error; --json reports each path.`,
 			}
 			paths := c.Args().Slice()[1:]
 			return withInstant(c, c.String("at"), "", func(in *rcv.Instant) error {
-				res, err := in.Restore(c.Context, paths, rcv.RestoreOptions{To: c.String("to"), Overwrite: c.Bool("overwrite")})
+				res, err := in.Restore(c.Context, paths, rcv.RestoreOptions{
+					To: c.String("to"), Overwrite: c.Bool("overwrite"), PreserveSpecial: c.Bool("preserve-special")})
 				if err != nil {
 					return err
 				}
@@ -57,6 +77,9 @@ exist (no --overwrite), 1 an error; --json reports each path.`,
 						note := r.Error
 						if r.Status == rcv.Restored {
 							note = fmt.Sprintf("%d entries, %s → %s", r.Files, humanBytes(r.Bytes), r.Target)
+							if len(r.Skipped)+len(r.Stripped) > 0 {
+								note += fmt.Sprintf(" (%d skipped, %d stripped of setuid/setgid/capabilities: --json lists them)", len(r.Skipped), len(r.Stripped))
+							}
 						}
 						rows = append(rows, []string{r.Status, r.Path, note})
 					}
