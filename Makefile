@@ -9,7 +9,10 @@ APT_PKGS := fuse3 qemu-utils e2fsprogs fdisk util-linux b3sum sqlite3 libnbd-bin
 # and what only the benchmarks use (fio for bench-write.sh)
 BENCH_PKGS := fio
 
-.PHONY: help build test deps lint bench soak demo clean ci
+# how long make fuzz runs each fuzz target
+FUZZTIME ?= 30s
+
+.PHONY: help build test deps lint bench soak fuzz demo clean ci
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -46,6 +49,18 @@ bench: build ## benchmarks; figures go into docs/PERFORMANCE.md
 
 soak: deps ## long runs (minutes, not in make test): the by-time tree over 10 million points, each ls timed
 	HINDSIGHT_BYTIME_POINTS=10000000 $(GO) test -count=1 -timeout 60m -run 'TestByTimeExact' -v ./fs/
+
+fuzz: ## run every fuzz target in the module for FUZZTIME each (default 30s; not in make test)
+	@failed=""; n=0; \
+	for dir in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -r -n1 dirname | sort -u); do \
+		names=$$($(GO) test -list '^Fuzz' $$dir) || { echo "$$names"; exit 1; }; \
+		for name in $$(echo "$$names" | grep '^Fuzz'); do \
+			n=$$((n+1)); echo "== $$dir $$name for $(FUZZTIME)"; \
+			$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$dir || failed="$$failed $$dir:$$name"; \
+		done; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: $$n targets; failed:$$failed (a new failing input is kept in its testdata/fuzz)"; exit 1; fi; \
+	echo "fuzz: $$n targets, none failed"
 
 demo: build deps ## a disk with ext4, a file changed over three points, mounted and restored
 	bash scripts/demo.sh

@@ -3,7 +3,9 @@
 // holds pebble, so `hindsight bookmark` beside it cannot open the journal
 // itself. The writer listens on R/run/control.sock, a Unix socket only its
 // owner may open (mode 0600 in a 0700 directory); a request is one JSON line
-// and so is its answer.
+// and so is its answer. The server reads at most MaxRequest bytes of a
+// request, waits 10 s for it, and serves 32 connections at once (one more is
+// answered ErrBusy): a stuck or hostile client cannot exhaust the writer.
 //
 // Journal is the consumer's view; Local serves it from an open repository
 // (no writer running, or inside the writer), Client from the writer's socket.

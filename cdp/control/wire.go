@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -38,6 +39,8 @@ var kinds = map[string]error{
 	"bookmark_exists":  store.ErrBookmarkExists,
 	"no_point":         store.ErrNoPoint,
 	"bad_name":         store.ErrBadName,
+	"too_large":        ErrTooLarge,
+	"busy":             ErrBusy,
 }
 
 func kindOf(err error) string {
@@ -49,12 +52,75 @@ func kindOf(err error) string {
 	return ""
 }
 
+// Limits of the server: a local process that may open the socket (its
+// owner's) still must not exhaust the writer's memory or its goroutines.
+const (
+	// MaxRequest is the longest request line, its newline included; a
+	// longer one is refused once MaxRequest+1 bytes are read, never whole.
+	MaxRequest = 1 << 20
+	// maxConns is how many connections are served at once; one beyond it
+	// is answered ErrBusy and closed at once.
+	maxConns = 32
+	// requestTimeout bounds the wait for a request line and for the answer
+	// to be taken, so a silent client does not hold its slot.
+	requestTimeout = 10 * time.Second
+)
+
+var (
+	// ErrTooLarge: the request was longer than MaxRequest. Use errors.Is.
+	ErrTooLarge = fmt.Errorf("control: request longer than %d MiB refused", MaxRequest>>20)
+	// ErrBusy: the writer serves as many control connections as it takes;
+	// try again. Use errors.Is.
+	ErrBusy = fmt.Errorf("control: the writer is busy with %d control connections; try again", maxConns)
+	// errBadRequest: the request is not one the server understands.
+	errBadRequest = errors.New("control: bad request")
+)
+
+// decodeRequest reads one request, a JSON line (or the JSON before EOF),
+// from r; io.EOF when r ends before any byte. It reads at most MaxRequest+1
+// bytes of r: a longer line is ErrTooLarge, whatever follows it.
+func decodeRequest(r io.Reader) (request, error) {
+	br := bufio.NewReaderSize(io.LimitReader(r, MaxRequest+1), 64<<10)
+	line, err := br.ReadSlice('\n')
+	var long []byte // only for lines longer than br's buffer
+	for errors.Is(err, bufio.ErrBufferFull) {
+		long = append(long, line...)
+		line, err = br.ReadSlice('\n')
+	}
+	if long != nil {
+		line = append(long, line...)
+	}
+	if len(line) > MaxRequest {
+		return request{}, ErrTooLarge
+	}
+	switch {
+	case errors.Is(err, io.EOF) && len(line) == 0:
+		return request{}, io.EOF
+	case err != nil && !errors.Is(err, io.EOF):
+		return request{}, fmt.Errorf("%w: %w", errBadRequest, err)
+	}
+	var req request
+	if err := json.Unmarshal(line, &req); err != nil {
+		return request{}, fmt.Errorf("%w: %w", errBadRequest, err)
+	}
+	switch {
+	case req.Op != "head" && req.Op != "mark":
+		return request{}, fmt.Errorf("%w: unknown operation %q (head or mark)", errBadRequest, req.Op)
+	case req.Op == "mark" && req.Bookmark == nil:
+		return request{}, fmt.Errorf("%w: mark without a bookmark", errBadRequest)
+	}
+	return req, nil
+}
+
 // Server answers requests on the control socket with a Journal.
 type Server struct {
 	j    Journal
 	l    net.Listener
 	path string
 	wg   sync.WaitGroup
+
+	slots   chan struct{} // one per connection being served
+	timeout time.Duration // requestTimeout, shorter in tests
 }
 
 // Listen creates the control socket of the repository in dir. The caller
@@ -78,7 +144,7 @@ func Listen(dir string, j Journal) (*Server, error) {
 		l.Close()
 		return nil, err
 	}
-	return &Server{j: j, l: l, path: path}, nil
+	return &Server{j: j, l: l, path: path, slots: make(chan struct{}, maxConns), timeout: requestTimeout}, nil
 }
 
 // Serve answers until ctx ends, then removes the socket.
@@ -94,21 +160,42 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 			return err
 		}
+		select {
+		case s.slots <- struct{}{}:
+		default:
+			// A fresh socket's buffer takes the short answer without
+			// blocking; the deadline only guards the accept loop.
+			conn.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			s.answer(conn, response{}, ErrBusy)
+			conn.Close()
+			continue
+		}
 		s.wg.Add(1)
-		go func() { defer s.wg.Done(); s.handle(ctx, conn) }()
+		go func() {
+			defer func() { <-s.slots; s.wg.Done() }()
+			s.handle(ctx, conn)
+		}()
 	}
 }
 
 func (s *Server) handle(ctx context.Context, conn net.Conn) {
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(time.Minute))
-	var req request
-	if err := json.NewDecoder(bufio.NewReader(conn)).Decode(&req); err != nil {
-		json.NewEncoder(conn).Encode(response{Error: "bad request: " + err.Error()})
+	// Ending the server ends the wait for a silent client at once.
+	defer context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })()
+	conn.SetReadDeadline(time.Now().Add(s.timeout))
+	req, err := decodeRequest(conn)
+	conn.SetWriteDeadline(time.Now().Add(s.timeout))
+	switch {
+	case errors.Is(err, io.EOF): // closed without a word: Dial's probe
+		return
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		err = fmt.Errorf("%w: no request within %v", errBadRequest, s.timeout)
+	}
+	if err != nil {
+		s.answer(conn, response{}, err)
 		return
 	}
 	var resp response
-	var err error
 	switch req.Op {
 	case "head":
 		var h Head
@@ -116,19 +203,19 @@ func (s *Server) handle(ctx context.Context, conn net.Conn) {
 			resp.Head = &h
 		}
 	case "mark":
-		if req.Bookmark == nil {
-			err = errors.New("mark without a bookmark")
-			break
-		}
 		var bm store.Bookmark
 		if bm, err = s.j.Mark(ctx, req.Target, *req.Bookmark); err == nil {
 			resp.Bookmark = &bm
 		}
-	default:
-		err = fmt.Errorf("unknown operation %q", req.Op)
 	}
+	conn.SetWriteDeadline(time.Now().Add(s.timeout))
+	s.answer(conn, resp, err)
+}
+
+// answer writes resp, or err in its place, as one JSON line.
+func (s *Server) answer(conn net.Conn, resp response, err error) {
 	if err != nil {
-		resp.Error, resp.Kind = err.Error(), kindOf(err)
+		resp = response{Error: err.Error(), Kind: kindOf(err)}
 	}
 	json.NewEncoder(conn).Encode(resp)
 }

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/hindsight-cdp/hindsight/cdp"
@@ -41,6 +43,11 @@ and later; the switch /sys/module/fuse/parameters/enable_uring is turned on): ea
 request is answered on the CPU that issued it, which more than doubles small
 synchronous writes. --io-uring=false serves over /dev/fuse.
 
+With --allow-other --group NAME, members of group NAME may open the disk file too: it
+is mode 0660 and belongs to NAME (never world-writable). --allow-other needs --group:
+the file's owner is the user running protect (root, as a rule), whose own group would
+let no one else in.
+
 The journal is synced and published every --sync-interval, so 'hindsight mount' in
 another process shows the new points, and a crash loses at most that much of what
 was never fsynced. Ends on Ctrl-C, SIGTERM or 'umount DIR' (detach loop devices first).`,
@@ -48,7 +55,8 @@ was never fsynced. Ends on Ctrl-C, SIGTERM or 'umount DIR' (detach loop devices 
 			&cli.StringFlag{Name: "mount", Required: true, Usage: "directory to mount the disk file in"},
 			&cli.DurationFlag{Name: "sync-interval", Value: defaultSyncInterval, Usage: "sync and publish the journal this often"},
 			&cli.StringFlag{Name: "backing", Usage: "the real disk (`FILE` or device) stays primary; writes are mirrored into the journal"},
-			&cli.BoolFlag{Name: "allow-other", Usage: "let other users open the disk file (mode 0666)"},
+			&cli.BoolFlag{Name: "allow-other", Usage: "let the members of --group open the disk file (mode 0660, group NAME)"},
+			&cli.StringFlag{Name: "group", Usage: "with --allow-other: the group (`NAME` or gid) whose members may open the disk file"},
 			&cli.BoolFlag{Name: "fuse-debug", Usage: "log every FUSE request to stderr"},
 			&cli.BoolFlag{Name: "io-uring", Value: true, Usage: "serve the disk file over FUSE's io_uring transport (Linux 6.14+; turns on " +
 				"/sys/module/fuse/parameters/enable_uring), falling back to /dev/fuse; --io-uring=false always uses /dev/fuse"},
@@ -58,6 +66,10 @@ was never fsynced. Ends on Ctrl-C, SIGTERM or 'umount DIR' (detach loop devices 
 				return usagef("--sync-interval must be positive")
 			}
 			if err := needArgs(c, 1, "a DISK or GROUP"); err != nil {
+				return err
+			}
+			gid, err := allowGroup(c.Bool("allow-other"), c.String("group"))
+			if err != nil {
 				return err
 			}
 			return withRepo(c, false, func(r *store.Repo) error {
@@ -89,12 +101,36 @@ was never fsynced. Ends on Ctrl-C, SIGTERM or 'umount DIR' (detach loop devices 
 				}
 				return serveDevices(c, r, devs, func(ctx context.Context) (*fusesrv.Server, error) {
 					return tap.MountAll(ctx, c.String("mount"), files, tap.Options{
-						AllowOther: c.Bool("allow-other"), Debug: c.Bool("fuse-debug"), Logf: stderrf, IOUring: c.Bool("io-uring"),
+						AllowOther: c.Bool("allow-other"), GID: gid, Debug: c.Bool("fuse-debug"), Logf: stderrf, IOUring: c.Bool("io-uring"),
 					})
 				})
 			})
 		},
 	}
+}
+
+// allowGroup checks --allow-other and --group together and returns the
+// group's gid (0 without --allow-other).
+func allowGroup(allowOther bool, name string) (int, error) {
+	switch {
+	case !allowOther && name == "":
+		return 0, nil
+	case !allowOther:
+		return 0, usagef("--group %s names who may open the disk file with --allow-other; add --allow-other", name)
+	case name == "":
+		return 0, usagef("--allow-other needs --group NAME: the disk file becomes mode 0660, open to NAME's members (never to everyone)")
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		if g, err = user.LookupGroupId(name); err != nil {
+			return 0, usagef("--group %s: no such group (groupadd %s, or name an existing one)", name, name)
+		}
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return 0, fmt.Errorf("--group %s: gid %q: %w", name, g.Gid, err)
+	}
+	return gid, nil
 }
 
 // openBacking opens the backing disk and resyncs the journal with it.

@@ -44,9 +44,16 @@ type Device interface {
 
 // Options tune the mount.
 type Options struct {
-	AllowOther bool // mode 0666 and allow_other; default 0600, owner only
-	Debug      bool
-	Logf       func(format string, args ...any)
+	// AllowOther lets users other than the server's own open the files
+	// (FUSE allow_other, the kernel checking modes): the disk files are
+	// mode 0660 and belong to group GID, so only its members may, never
+	// everyone. Without it they are mode 0600, the owner's only.
+	AllowOther bool
+	// GID is the group of the files with AllowOther; 0 leaves them in the
+	// server's own group.
+	GID   int
+	Debug bool
+	Logf  func(format string, args ...any)
 	// Files are small read-only files shown beside the disk file, such as
 	// the VMDK descriptor of a disk served as <name>-flat.vmdk.
 	Files map[string][]byte
@@ -71,16 +78,20 @@ type File struct {
 // consistency group, whose writes one process must journal.
 func MountAll(ctx context.Context, dir string, files []File, opt Options) (*fusesrv.Server, error) {
 	mode := uint32(0o600)
+	owner := fuse.Owner{Uid: uint32(syscall.Getuid()), Gid: uint32(syscall.Getgid())}
 	if opt.AllowOther {
-		mode = 0o666
+		mode = 0o660 // never world-writable: a disk file holds every byte of the disk
+		if opt.GID != 0 {
+			owner.Gid = uint32(opt.GID)
+		}
 	}
 	logf := opt.Logf
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	root := &root{extra: opt.Files, mode: mode &^ 0o222, mtime: time.Now()}
+	root := &root{extra: opt.Files, mode: mode &^ 0o222, owner: owner, mtime: time.Now()}
 	for _, f := range files {
-		root.files = append(root.files, named{f.Name, &file{dev: f.Dev, mode: mode, logf: logf, mtime: root.mtime}})
+		root.files = append(root.files, named{f.Name, &file{dev: f.Dev, mode: mode, owner: owner, logf: logf, mtime: root.mtime}})
 	}
 	return fusesrv.Mount(ctx, dir, root, fusesrv.Config{Name: "hindsight-tap", AllowOther: opt.AllowOther, Debug: opt.Debug, Logf: logf, IOUring: opt.IOUring})
 }
@@ -95,6 +106,7 @@ type root struct {
 	files []named
 	extra map[string][]byte
 	mode  uint32
+	owner fuse.Owner
 	mtime time.Time
 }
 
@@ -112,7 +124,7 @@ func (r *root) OnAdd(ctx context.Context) {
 	}
 	slices.Sort(names) // stable inode numbers
 	for _, n := range names {
-		ro := &roFile{data: r.extra[n], mode: r.mode, mtime: r.mtime}
+		ro := &roFile{data: r.extra[n], mode: r.mode, owner: r.owner, mtime: r.mtime}
 		r.AddChild(n, r.NewPersistentInode(ctx, ro, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino}), false)
 		ino++
 	}
@@ -123,6 +135,7 @@ type roFile struct {
 	fs.Inode
 	data  []byte
 	mode  uint32
+	owner fuse.Owner
 	mtime time.Time
 }
 
@@ -137,7 +150,7 @@ func (f *roFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOu
 	out.Size = uint64(len(f.data))
 	out.Nlink = 1
 	out.SetTimes(nil, &f.mtime, &f.mtime)
-	out.Owner = fuse.Owner{Uid: uint32(syscall.Getuid()), Gid: uint32(syscall.Getgid())}
+	out.Owner = f.owner
 	return 0
 }
 
@@ -159,6 +172,7 @@ type file struct {
 	fs.Inode
 	dev   Device
 	mode  uint32
+	owner fuse.Owner
 	logf  func(string, ...any)
 	mtime time.Time
 }
@@ -181,12 +195,12 @@ func (f *file) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 	out.Blksize = 4096
 	out.Blocks = (out.Size + 511) / 512
 	out.SetTimes(nil, &f.mtime, &f.mtime)
-	out.Owner = fuse.Owner{Uid: uint32(syscall.Getuid()), Gid: uint32(syscall.Getgid())}
+	out.Owner = f.owner
 	return 0
 }
 
-// Setattr accepts what does not change the size (touch, chmod by the owner
-// is ignored); a disk cannot grow or shrink.
+// Setattr accepts what does not change the size (touch; chmod and chown are
+// ignored, so the mode stays what Options says); a disk cannot grow or shrink.
 func (f *file) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if sz, ok := in.GetSize(); ok && int64(sz) != f.dev.Size() {
 		return syscall.EPERM
