@@ -24,6 +24,8 @@ func toErrno(err error) syscall.Errno {
 		return 0
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return syscall.EINTR
+	case errors.Is(err, store.ErrCorrupt): // damage is EIO, whatever it wraps
+		return syscall.EIO
 	case errors.Is(err, store.ErrUnknownDisk),
 		errors.Is(err, store.ErrNoPoint),
 		errors.Is(err, store.ErrUnknownBookmark),

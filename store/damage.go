@@ -46,7 +46,7 @@ func damage(d Disk, b uint64, v version, err error) error {
 	out := &Damage{Disk: d.Name, Block: b, Seq: v.seq, Segment: "segments/" + segmentName(v.loc.seg), Offset: v.loc.off, Err: err}
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		out.Reason, out.Err = "the segment file is missing", fmt.Errorf("%w: %w", ErrCorrupt, err)
+		out.Reason, out.Err = "the segment file is missing", ErrCorrupt
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		out.Reason, out.Err = "the segment file ends before it", ErrCorrupt
 	case errors.Is(err, ErrCorrupt):
@@ -144,4 +144,36 @@ func indexOpenError(dir string, err error) error {
 		return fmt.Errorf("%w: the index of %s cannot be opened: %w; run 'hindsight --repo %s verify' for what it affects", ErrCorrupt, dir, err, dir)
 	}
 	return fmt.Errorf("store: open index of %s: %w", dir, err)
+}
+
+// CheckWriterIndex checks the writer's own index files (a view has its own
+// links to older ones) when no writer runs: it takes the writer lock for
+// the moment of the check. It returns what is damaged, or ok false when a
+// writer holds the lock (a live writer checked them when it opened).
+func CheckWriterIndex(dir string) (problems []string, ok bool, err error) {
+	prev, _ := os.ReadFile(filepath.Join(dir, lockFile)) // a dead writer's pid: readers recover after it
+	lock, err := lockWriter(dir, 0)
+	if errors.Is(err, ErrLocked) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	defer func() {
+		lock.Truncate(0)
+		lock.WriteAt(prev, 0)
+		lock.Close()
+	}()
+	cache := pebble.NewCache(8 << 20)
+	defer cache.Unref()
+	po := pebbleOptions(Options{ReadOnly: true}, cache)
+	po.ErrorIfNotExists = true
+	db, err := pebble.Open(filepath.Join(dir, "db"), po)
+	if err != nil {
+		return []string{indexOpenError(dir, err).Error()}, true, nil
+	}
+	defer db.Close()
+	r := &Repo{dir: dir, db: db}
+	problems, err = r.indexFileProblems()
+	return problems, true, err
 }

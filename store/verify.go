@@ -73,6 +73,13 @@ func (r *Repo) Verify(ctx context.Context, opt VerifyOptions) (*VerifyReport, er
 	if err != nil {
 		return nil, err
 	}
+	if r.readOnly { // the view links older tables: check the writer's too
+		more, _, err := CheckWriterIndex(r.dir)
+		if err != nil {
+			return nil, err
+		}
+		bad = append(bad, more...)
+	}
 	for _, b := range bad {
 		v.problem(Problem{Kind: "index", Detail: b})
 	}
