@@ -306,9 +306,13 @@ func (c *FS) durable(op nsop) error {
 	return os.RemoveAll(op.trash)
 }
 
-// revert undoes op (at a cut).
+// revert undoes op (at a cut). An entry whose directory is gone for good
+// (its removal was durable) has nowhere to come back to: that is no error.
 func (c *FS) revert(op nsop) error {
 	path, to := c.abs(op.path), c.abs(op.to)
+	if _, err := os.Lstat(filepath.Dir(path)); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
 	switch op.kind {
 	case nsCreate:
 		return os.RemoveAll(path)

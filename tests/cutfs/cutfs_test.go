@@ -356,3 +356,28 @@ func TestCutModel(t *testing.T) {
 		}
 	}
 }
+
+// TestCutRemovedDirectory: files unlinked in a directory whose removal was
+// made durable stay gone; a directory whose removal was not comes back
+// with the files as they were durable.
+func TestCutRemovedDirectory(t *testing.T) {
+	m := newTestMount(t)
+	for _, d := range []string{"gone", "back"} {
+		must(t, os.Mkdir(m.path(d), 0o700))
+		must(t, os.WriteFile(m.path(d+"/f"), []byte(d), 0o600))
+	}
+	must(t, m.fs.Unmount())
+	m.mount()
+	must(t, os.Remove(m.path("gone/f")))
+	must(t, os.Remove(m.path("gone")))
+	syncDir(t, m.mnt)
+	must(t, os.Remove(m.path("back/f")))
+	must(t, os.Remove(m.path("back")))
+	m.cutAndRemount()
+	if exists(m.path("gone")) {
+		t.Error("a directory whose rmdir was synced came back")
+	}
+	if got, err := os.ReadFile(m.path("back/f")); err != nil || string(got) != "back" {
+		t.Errorf("an unsynced rmdir and unlink: %q, %v", got, err)
+	}
+}
