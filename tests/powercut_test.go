@@ -38,18 +38,22 @@ func TestPowerCut(t *testing.T) {
 	}
 	t.Logf("seed %d (HINDSIGHT_POWERCUT_SEED=%d repeats it)", seed, seed)
 	const cuts = 10 // per front end: 30 in all
+	// Disks are small so that thirty cuts, each followed by exports and a
+	// check, fit in a few minutes; imports smallest, so that several
+	// complete between two cuts.
 	for i, fe := range []struct {
 		name  string
+		size  int
 		round func(r *cutRig, t *testing.T, round int, rng *rand.Rand)
 	}{
-		{"ext4-on-tap", (*cutRig).ext4Round},
-		{"nbd", (*cutRig).nbdRound},
-		{"import", (*cutRig).importRound},
+		{"ext4-on-tap", 32 << 20, (*cutRig).ext4Round},
+		{"nbd", 32 << 20, (*cutRig).nbdRound},
+		{"import", 8 << 20, (*cutRig).importRound},
 	} {
 		t.Run(fe.name, func(t *testing.T) {
 			t.Parallel()
 			rng := rand.New(rand.NewPCG(seed, uint64(i)))
-			r := newCutRig(t)
+			r := newCutRig(t, fe.size)
 			for round := 0; round < cuts && !t.Failed(); round++ {
 				fe.round(r, t, round, rng)
 			}
@@ -57,16 +61,13 @@ func TestPowerCut(t *testing.T) {
 	}
 }
 
-// powercutDiskSize is small so that thirty cuts, each followed by an
-// export and a check, fit in a few minutes.
-const powercutDiskSize = 64 << 20
-
 // cutRig is a repository on a cutfs mount and the model of what its disk
 // must hold.
 type cutRig struct {
 	t            *testing.T
 	backing, mnt string
 	repo         string
+	size         int // of the disk
 	fs           *cutfs.FS
 	ackLog       string // outside cutfs
 	// Disk content after the last check (the base of the next round).
@@ -75,11 +76,11 @@ type cutRig struct {
 	files map[string]string
 }
 
-func newCutRig(t *testing.T) *cutRig {
+func newCutRig(t *testing.T, size int) *cutRig {
 	t.Helper()
 	dir := t.TempDir()
 	r := &cutRig{t: t, backing: filepath.Join(dir, "backing"), mnt: filepath.Join(dir, "mnt"),
-		ackLog: filepath.Join(dir, "acks.log"), image: make([]byte, powercutDiskSize), files: map[string]string{}}
+		ackLog: filepath.Join(dir, "acks.log"), size: size, image: make([]byte, size), files: map[string]string{}}
 	for _, d := range []string{r.backing, r.mnt} {
 		if err := os.Mkdir(d, 0o700); err != nil {
 			t.Fatal(err)
@@ -98,7 +99,7 @@ func newCutRig(t *testing.T) *cutRig {
 	})
 	r.repo = filepath.Join(r.mnt, "repo")
 	ok(t, "--repo", r.repo, "init")
-	ok(t, "--repo", r.repo, "disk", "create", "disk", "--size", fmt.Sprint(powercutDiskSize))
+	ok(t, "--repo", r.repo, "disk", "create", "disk", "--size", fmt.Sprint(size))
 	// A clean shutdown (everything durable) between init and the writes:
 	// init syncs R but not the directory holding it, so a cut right after
 	// it loses the whole repository (TestPowerCutInit shows it).
@@ -127,9 +128,10 @@ func (r *cutRig) cut() {
 	r.fs = nil
 }
 
-// waitRandom lets the writers run for a random while before the cut.
-func waitRandom(rng *rand.Rand) time.Duration {
-	d := 300*time.Millisecond + time.Duration(rng.IntN(1500))*time.Millisecond
+// waitRandom lets the writers run for a random while, from least to
+// least+spread, before the cut.
+func waitRandom(rng *rand.Rand, least, spread time.Duration) time.Duration {
+	d := least + time.Duration(rng.Int64N(int64(spread)))
 	time.Sleep(d)
 	return d
 }
@@ -170,13 +172,16 @@ func (r *cutRig) reopen() []byte {
 	r.t.Helper()
 	r.mount()
 	// A reader first: it should recover what the dead writer made durable.
-	before, _ := r.newest()
+	before, bres := r.newest()
+	if bres.code != 0 && !strings.Contains(bres.stderr, "has no point yet") {
+		r.t.Logf("FINDING: export right after the cut (before a writer reopened): exit %d: %s", bres.code, firstLine(bres.stderr))
+	}
 	ok(r.t, "--repo", r.repo, "disk", "set", "disk", "--controller", "pvscsi")
 	after, res := r.newest()
 	if res.code != 0 && !strings.Contains(res.stderr, "has no point yet") {
 		r.t.Fatalf("export after the cut: exit %d\n%s", res.code, res.stderr)
 	}
-	if !bytes.Equal(before, after) {
+	if bres.code == 0 && !bytes.Equal(before, after) {
 		// FINDING (reported, not asserted yet): the writer's pid in
 		// writer.lock is never synced, so after a power cut readers do not
 		// see that the writer died and show the last published view, which
@@ -305,20 +310,23 @@ func (r *cutRig) ext4Round(t *testing.T, round int, rng *rand.Rand) {
 			r.logAck("r%d %s %s", round, name, hex.EncodeToString(sum[:]))
 		}
 	}()
-	d := waitRandom(rng)
+	d := waitRandom(rng, 300*time.Millisecond, 1500*time.Millisecond)
 	r.cut()
 	p.kill()
 	close(stop)
+	t0 := time.Now()
 	teardown()
 	wg.Wait()
-
+	t1 := time.Now()
 	newest := r.reopen()
+	t2 := time.Now()
 	acks := r.readAcks(round)
 	for _, a := range acks {
 		r.files[a[0]] = a[1]
 	}
-	t.Logf("round %d: cut after %v, %d files acknowledged", round, d, len(acks))
 	r.checkExt4(t, newest)
+	t.Logf("round %d: cut after %v, %d files acknowledged (teardown %v, reopen %v, check %v)", round, d, len(acks),
+		t1.Sub(t0).Round(time.Millisecond), t2.Sub(t1).Round(time.Millisecond), time.Since(t2).Round(time.Millisecond))
 }
 
 // writeSynced creates name with data and fsyncs it and its directory.
@@ -376,6 +384,8 @@ func (r *cutRig) checkExt4(t *testing.T, newest []byte) {
 	}
 }
 
+func firstLine(s string) string { l, _, _ := strings.Cut(strings.TrimSpace(s), "\n"); return l }
+
 func first(s []string, n int) []string { return s[:min(n, len(s))] }
 
 func exitCode(err error) int {
@@ -415,8 +425,8 @@ func (r *cutRig) nbdRound(t *testing.T, round int, rng *rand.Rand) {
 			}
 			args := []string{"-f", "raw", uri}
 			for k := 1 + rng.IntN(4); k > 0; k-- {
-				w := nbdWrite{off: rng.IntN(powercutDiskSize/4096) * 4096, pat: byte(1 + idx%255)}
-				w.n = min(powercutDiskSize-w.off, (1+rng.IntN(16))*4096)
+				w := nbdWrite{off: rng.IntN(r.size/4096) * 4096, pat: byte(1 + idx%255)}
+				w.n = min(r.size-w.off, (1+rng.IntN(16))*4096)
 				r.logAck("r%d w %d %d %d %d", round, idx, w.off, w.n, w.pat)
 				args = append(args, "-c", fmt.Sprintf("write -P %d %d %d", w.pat, w.off, w.n))
 				idx++
@@ -429,7 +439,7 @@ func (r *cutRig) nbdRound(t *testing.T, round int, rng *rand.Rand) {
 			r.logAck("r%d ack %d", round, idx-1)
 		}
 	}()
-	d := waitRandom(rng)
+	d := waitRandom(rng, 300*time.Millisecond, 1500*time.Millisecond)
 	r.cut()
 	killByArgs(t, "--repo", r.repo, "serve-nbd")
 	close(stop)
@@ -437,7 +447,7 @@ func (r *cutRig) nbdRound(t *testing.T, round int, rng *rand.Rand) {
 
 	newest := r.reopen()
 	if newest == nil {
-		newest = make([]byte, powercutDiskSize)
+		newest = make([]byte, r.size)
 	}
 	var writes []nbdWrite
 	acked := -1
@@ -537,7 +547,7 @@ func (r *cutRig) importRound(t *testing.T, round int, rng *rand.Rand) {
 			}
 			img := bytes.Clone(prev)
 			for k := 0; k < 64; k++ {
-				off := rng.IntN(powercutDiskSize/4096) * 4096
+				off := rng.IntN(r.size/4096) * 4096
 				for j := off; j < off+4096; j++ {
 					img[j] = byte(rng.Uint32())
 				}
@@ -550,6 +560,8 @@ func (r *cutRig) importRound(t *testing.T, round int, rng *rand.Rand) {
 			mu.Lock()
 			images[i] = img
 			cmd := exec.Command(hsBin, "--repo", r.repo, "import", "disk", name)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
 			cur = cmd
 			r.logAck("r%d start %d", round, i)
 			err := cmd.Start()
@@ -558,7 +570,8 @@ func (r *cutRig) importRound(t *testing.T, round int, rng *rand.Rand) {
 				t.Error(err)
 				return
 			}
-			if cmd.Wait() != nil {
+			if err := cmd.Wait(); err != nil {
+				t.Logf("import %d: %v: %s", i, err, bytes.TrimSpace(stderr.Bytes()))
 				return
 			}
 			r.logAck("r%d ack %d", round, i)
@@ -566,7 +579,8 @@ func (r *cutRig) importRound(t *testing.T, round int, rng *rand.Rand) {
 			prev = img
 		}
 	}()
-	d := waitRandom(rng)
+	// An import of the race-built binary takes about a second.
+	d := waitRandom(rng, 1500*time.Millisecond, 3*time.Second)
 	r.cut()
 	mu.Lock()
 	if cur != nil && cur.Process != nil {
@@ -578,7 +592,7 @@ func (r *cutRig) importRound(t *testing.T, round int, rng *rand.Rand) {
 
 	newest := r.reopen()
 	if newest == nil {
-		newest = make([]byte, powercutDiskSize)
+		newest = make([]byte, r.size)
 	}
 	acked, started := -1, -1
 	for _, a := range r.readAcks(round) {
