@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -174,8 +175,19 @@ func (r *Repo) syncContent(b *pebble.Batch, synced uint64) error {
 // writer is held): a synced batch would otherwise make captured steps
 // durable in the index while their frames might still be lost.
 func (r *Repo) commitSynced(b *pebble.Batch, synced uint64) error {
+	ops := b.Repr() // what the batch does, before the bookkeeping below
+	record := !b.Empty()
+	if record {
+		ops = bytes.Clone(ops)
+	}
 	if err := r.syncContent(b, synced); err != nil {
 		return err
+	}
+	if record && r.recs != nil {
+		if err := r.recs.append(r.head.Load(), segPos{r.segs.wID, r.segs.wLen}, ops); err != nil {
+			return err
+		}
+		b.Set(metaRecords, be64(nil, r.recs.size), nil)
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return err

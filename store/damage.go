@@ -99,6 +99,11 @@ func (r *Repo) checkSegments() error {
 	for _, b := range bad {
 		errs = append(errs, errors.New(b))
 	}
+	if n, err := r.getU64(metaRecords); err != nil {
+		return err
+	} else if fi, err := os.Stat(filepath.Join(r.dir, recordsFile)); n > 0 && (err != nil || uint64(fi.Size()) < n) {
+		errs = append(errs, fmt.Errorf("%s is missing or shorter than the %d bytes the index records", recordsFile, n))
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %w; no writer may open it: run 'hindsight --repo %s verify' to see which disks and instants are affected",
 			ErrCorrupt, errors.Join(errs...), r.dir)

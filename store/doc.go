@@ -8,6 +8,7 @@
 //	R/writer.lock        flock held by the one writer process (holder's pid inside)
 //	R/db/                pebble: the index (keys below)
 //	R/segments/N.seg     block content, appended in write order, never rewritten
+//	R/records.log        every durably committed batch, fdatasynced first (records.go)
 //	R/views/G/           pebble checkpoints published by the writer after each step
 //
 // Content lives outside the LSM so that compactions never rewrite block data,
@@ -39,6 +40,14 @@
 // The image of disk d at position p is, for each block b, the newest version
 // of b with seq ≤ p, else zeros. Versions are never modified after commit, so a
 // reader pinned at p sees the same bytes from any later view of the database.
+//
+// # The index is rebuilt from its logs
+//
+// Everything acknowledged is in a log the index can be rebuilt from: a
+// captured step in its segment frame, every other durable batch (imports,
+// disks, groups, bookmarks, clones, profiles) in records.log. When the
+// index's tail is lost (a garbled pebble WAL, an older db/ put back), the
+// next writer replays both in journal order (recoverLog) and says so.
 //
 // # Key schema
 //

@@ -2,7 +2,9 @@ package store
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"io"
 	"os"
@@ -176,7 +178,10 @@ func (s *Step) stored(h Hash) (location, bool, error) {
 
 // recoverLog makes the index agree with the log after the writer stopped,
 // however it stopped: captured steps above the last sync are dropped, then
-// rebuilt from the whole frames that follow the synced log position.
+// rebuilt from the whole frames that follow the synced log position, in
+// order with the records of durable batches (records.go) that the index
+// lacks (its tail was lost): a frame applies when it is the step after the
+// head, a record once the head has reached the one it was committed at.
 func (r *Repo) recoverLog() error {
 	synced, err := r.getU64(metaSynced)
 	if err != nil {
@@ -190,7 +195,11 @@ func (r *Repo) recoverLog() error {
 	if ok && len(v) == 12 {
 		start = segPos{binary.BigEndian.Uint32(v), binary.BigEndian.Uint64(v[4:])}
 	}
-	b := r.db.NewBatch()
+	roff, err := r.getU64(metaRecords)
+	if err != nil {
+		return err
+	}
+	b := r.db.NewIndexedBatch()
 	defer b.Close()
 	gone, added := map[uint32]uint64{}, map[uint32]uint64{}
 	cut := r.head.Load() > synced
@@ -199,32 +208,67 @@ func (r *Repo) recoverLog() error {
 			return err
 		}
 	}
-	disks, err := r.Disks()
+	known, err := knownDisks(b)
 	if err != nil {
 		return err
 	}
-	known := map[uint32]bool{}
-	for _, d := range disks {
-		known[d.ID] = true
-	}
-	n, end, err := r.replay(b, start, added, known)
-	if err != nil {
-		return err
-	}
-	if !cut && n == 0 {
-		return nil
-	}
-	for id := range known {
-		if gone[id] == 0 && added[id] == 0 {
+	fs := &frameScanner{dir: r.segs.dir, pos: start}
+	defer fs.close()
+	n, recs := 0, 0
+	for {
+		if frame, end, ok := fs.peek(); ok && r.replayFrame(b, frame, added, known) {
+			fs.pos = end
+			n++
 			continue
 		}
-		total, err := r.getU64(diskVersionsKey(id))
-		if err != nil {
+		rec, ok := readRecord(r.recs.f, roff)
+		if !ok || rec.head > r.head.Load() {
+			break
+		}
+		if err := r.applyRecord(b, rec); err != nil {
 			return err
 		}
-		b.Set(diskVersionsKey(id), be64(nil, total-min(total, gone[id])+added[id]), nil)
+		roff += rec.size
+		recs++
+		if fs.pos.seg < rec.pos.seg || fs.pos.seg == rec.pos.seg && fs.pos.off < rec.pos.off {
+			fs.pos = rec.pos // past raw content the record's batch indexed
+		}
+		if known, err = knownDisks(b); err != nil {
+			return err
+		}
 	}
-	r.logf("journal recovered: steps above the last sync (position %d) rebuilt from the log: %d replayed, head %d", synced, n, r.head.Load())
+	if rec, ok := readRecord(r.recs.f, roff); ok {
+		return fmt.Errorf("%w: %s holds a record committed at position %d, past the journal's head %d: "+
+			"the segments lack the steps before it; run 'hindsight verify'", ErrCorrupt, recordsFile, rec.head, r.head.Load())
+	}
+	if roff < r.recs.size { // a torn tail: never acknowledged
+		if err := r.recs.f.Truncate(int64(roff)); err != nil {
+			return err
+		}
+		r.recs.size = roff
+	}
+	end := fs.pos
+	if !cut && n == 0 && recs == 0 {
+		return nil
+	}
+	if recs == 0 {
+		for id := range known {
+			if gone[id] == 0 && added[id] == 0 {
+				continue
+			}
+			total, err := r.getU64(diskVersionsKey(id))
+			if err != nil {
+				return err
+			}
+			b.Set(diskVersionsKey(id), be64(nil, total-min(total, gone[id])+added[id]), nil)
+		}
+	}
+	if recs > 0 {
+		r.notef("the index was behind its log (its tail was lost): %d durable batches and %d captured steps replayed from %s and the segments; head %d",
+			recs, n, recordsFile, r.head.Load())
+	} else {
+		r.notef("journal recovered: steps above the last sync (position %d) rebuilt from the log: %d replayed, head %d", synced, n, r.head.Load())
+	}
 	for id := start.seg; id < end.seg; id++ { // segments the frames filled
 		if fi, err := os.Stat(filepath.Join(r.segs.dir, segmentName(id))); err == nil {
 			b.Set(segmentKey(id), be64(nil, uint64(fi.Size())), nil)
@@ -234,6 +278,75 @@ func (r *Repo) recoverLog() error {
 	b.Set(metaHead, be64(nil, r.head.Load()), nil)
 	b.Set(metaSynced, be64(nil, r.head.Load()), nil)
 	b.Set(metaLog, logPos(end.seg, end.off), nil)
+	b.Set(metaRecords, be64(nil, roff), nil)
+	if err := b.Commit(pebble.Sync); err != nil {
+		return err
+	}
+	if recs > 0 { // records carry counts as of their time: count anew
+		return r.recount()
+	}
+	return nil
+}
+
+// applyRecord adds the operations of rec to b and takes the head it sets.
+func (r *Repo) applyRecord(b *pebble.Batch, rec record) error {
+	rb := r.db.NewBatch()
+	defer rb.Close()
+	if err := rb.SetRepr(rec.batch); err != nil {
+		return fmt.Errorf("%w: a record of %s does not decode: %v", ErrCorrupt, recordsFile, err)
+	}
+	if err := b.Apply(rb, nil); err != nil {
+		return err
+	}
+	v, closer, err := b.Get(metaHead)
+	if err == nil {
+		if len(v) == 8 && binary.BigEndian.Uint64(v) > r.head.Load() {
+			r.head.Store(binary.BigEndian.Uint64(v))
+		}
+		closer.Close()
+	} else if !errors.Is(err, pebble.ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+// knownDisks are the ids of the disks b (over the index) holds.
+func knownDisks(b *pebble.Batch) (map[uint32]bool, error) {
+	it, err := b.NewIter(&pebble.IterOptions{LowerBound: []byte{kindDisk}, UpperBound: []byte{kindDisk + 1}})
+	if err != nil {
+		return nil, err
+	}
+	known := map[uint32]bool{}
+	for it.First(); it.Valid(); it.Next() {
+		var d Disk
+		if json.Unmarshal(it.Value(), &d) == nil {
+			known[d.ID] = true
+		}
+	}
+	return known, errors.Join(it.Error(), it.Close())
+}
+
+// recount sets every disk's count of non-zero versions from the index.
+func (r *Repo) recount() error {
+	counts := map[uint32]uint64{}
+	err := r.scan([]byte{kindVersion}, func(k, v []byte) error {
+		if disk, _, _, ok := versionBlock(k); ok && versionValueOK(v) && v[len(Hash{})]&flagZero == 0 {
+			counts[disk]++
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	disks, err := r.Disks()
+	if err != nil {
+		return err
+	}
+	b := r.db.NewBatch()
+	defer b.Close()
+	for _, d := range disks {
+		b.Set(diskVersionsKey(d.ID), be64(nil, counts[d.ID]), nil)
+	}
 	return b.Commit(pebble.Sync)
 }
 
@@ -242,38 +355,47 @@ type segPos struct {
 	off uint64
 }
 
-// replay adds to b the steps of the whole frames from pos on, each the step
-// after the head, and returns how many and where the last one ended. A
-// segment's frames go on in the next segment when one did not fit.
-func (r *Repo) replay(b *pebble.Batch, pos segPos, added map[uint32]uint64, known map[uint32]bool) (int, segPos, error) {
-	n := 0
-	for seg := pos.seg; ; seg++ {
-		f, err := os.Open(filepath.Join(r.segs.dir, segmentName(seg)))
-		if errors.Is(err, os.ErrNotExist) {
-			return n, pos, nil
-		}
+// frameScanner reads the log's frames from pos on. A frame that did not fit
+// in a segment starts the next one.
+type frameScanner struct {
+	dir  string
+	pos  segPos
+	f    *os.File
+	fseg uint32
+}
+
+// peek returns the whole frame at pos and where it ends; false if there is
+// none (the end of the log, a torn write, or bytes that are no frame).
+func (s *frameScanner) peek() ([]byte, segPos, bool) {
+	for _, at := range []segPos{s.pos, {s.pos.seg + 1, 0}} {
+		f, err := s.open(at.seg)
 		if err != nil {
-			return n, pos, err
+			continue
 		}
-		off := uint64(0)
-		if seg == pos.seg {
-			off = pos.off
+		if frame, ok := readFrame(f, at.off); ok {
+			return frame, segPos{at.seg, at.off + uint64(len(frame))}, true
 		}
-		k := 0
-		for {
-			frame, ok := readFrame(f, off)
-			if !ok || !r.replayFrame(b, frame, added, known) {
-				break
-			}
-			off += uint64(len(frame))
-			pos = segPos{seg, off}
-			k++
-		}
-		f.Close()
-		n += k
-		if k == 0 && seg != pos.seg {
-			return n, pos, nil // the next segment holds no frame of ours
-		}
+	}
+	return nil, s.pos, false
+}
+
+func (s *frameScanner) open(seg uint32) (*os.File, error) {
+	if s.f != nil && s.fseg == seg {
+		return s.f, nil
+	}
+	f, err := os.Open(filepath.Join(s.dir, segmentName(seg)))
+	if err != nil {
+		return nil, err
+	}
+	s.close()
+	s.f, s.fseg = f, seg
+	return f, nil
+}
+
+func (s *frameScanner) close() {
+	if s.f != nil {
+		s.f.Close()
+		s.f = nil
 	}
 }
 

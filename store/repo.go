@@ -39,6 +39,9 @@ type Options struct {
 	Cache *pebble.Cache
 	// Logf receives pebble's informational messages (nil: discarded).
 	Logf func(format string, args ...any)
+	// Notef receives what a user must hear of: the journal recovered after
+	// a crash or the loss of the index's tail (nil: to Logf).
+	Notef func(format string, args ...any)
 }
 
 // Repo is an open repository: the writer's, or a read-only view.
@@ -54,6 +57,7 @@ type Repo struct {
 	gen      uint64 // read-only: the view generation opened
 
 	lock  *os.File
+	recs  *recordLog // the writer's records of durable batches (records.go)
 	wmu   sync.Mutex // one step or metadata change at a time
 	q     *queue     // the writer's captured writes not yet journaled
 	cache *pebble.Cache
@@ -90,7 +94,9 @@ func Init(dir string) error {
 	if err := writeFileSync(filepath.Join(dir, markerFile), append(m, '\n')); err != nil {
 		return err
 	}
-	return syncDir(dir)
+	// The repository's own entry too: a power cut must not take it away
+	// after init said it exists (found by the power-cut test).
+	return errors.Join(syncDir(dir), syncDir(filepath.Dir(filepath.Clean(dir))))
 }
 
 // Open opens the repository in dir: for writing (one process at a time), or
@@ -192,11 +198,17 @@ func openWriterWait(dir string, opt Options, creating bool, wait time.Duration) 
 	if err := r.checkSegments(); err != nil {
 		return nil, err
 	}
+	if r.recs, err = openRecordLog(dir); err != nil {
+		return nil, err
+	}
 	if err := r.purgeOrphans(); err != nil {
 		return nil, err
 	}
 	if err := r.recoverLog(); err != nil {
 		return nil, fmt.Errorf("store: recover the journal of %s: %w", dir, err)
+	}
+	if err := r.purgeOrphans(); err != nil { // an interrupted import's replayed batches
+		return nil, err
 	}
 	if err := r.segs.openWriter(r.committedLength); err != nil {
 		return nil, err
@@ -239,8 +251,11 @@ func lockWriter(dir string, wait time.Duration) (*os.File, error) {
 		}
 		return nil, fmt.Errorf("store: lock %s: %w", dir, err)
 	}
+	// The pid tells readers that a writer may have died unclean (they then
+	// recover the journal): it must outlive a power cut, so it is synced.
 	if err := f.Truncate(0); err == nil {
 		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+		f.Sync()
 	}
 	return f, nil
 }
@@ -268,6 +283,7 @@ func (r *Repo) Close() error {
 	if r.segs != nil {
 		errs = append(errs, r.segs.close())
 	}
+	errs = append(errs, r.recs.close())
 	if r.db != nil {
 		errs = append(errs, r.db.Close())
 		r.db = nil
@@ -354,6 +370,14 @@ func (r *Repo) purgeOrphans() error {
 		return nil
 	}
 	return b.Commit(pebble.Sync)
+}
+
+func (r *Repo) notef(format string, args ...any) {
+	if r.opts.Notef != nil {
+		r.opts.Notef(format, args...)
+		return
+	}
+	r.logf(format, args...)
 }
 
 func (r *Repo) logf(format string, args ...any) {

@@ -158,7 +158,13 @@ func (s *segments) openWriter(committed func(seg uint32) (uint64, error)) error 
 	}
 	s.flush, s.flushed = make(chan *chunk, chunksInFlight), make(chan error, chunksInFlight)
 	go s.flusher(s.flush, s.flushed)
-	return s.start(id, n, flags)
+	if err := s.start(id, n, flags); err != nil {
+		return err
+	}
+	if n == 0 { // a segment maybe just created: its name must outlive a power cut
+		return syncDir(s.dir)
+	}
+	return nil
 }
 
 // start makes segment id, cut to n committed bytes, the one appended to.

@@ -38,7 +38,7 @@ func openRepo(c *cli.Context, readOnly bool) (*store.Repo, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := store.Open(dir, store.Options{ReadOnly: readOnly, Logf: logf(c)})
+	r, err := store.Open(dir, store.Options{ReadOnly: readOnly, Logf: logf(c), Notef: notef})
 	return r, openErr(dir, err)
 }
 
@@ -128,3 +128,6 @@ func needArgs(c *cli.Context, n int, names string) error {
 	}
 	return nil
 }
+
+// notef tells the user what the store did on its own (a recovery).
+func notef(f string, args ...any) { fmt.Fprintf(os.Stderr, "hindsight: "+f+"\n", args...) }
