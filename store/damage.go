@@ -146,7 +146,7 @@ func (r *Repo) indexFileProblems() ([]string, error) {
 // its findings with its own ErrCorruption).
 func indexOpenError(dir string, err error) error {
 	if errors.Is(err, pebble.ErrCorruption) || errors.Is(err, fs.ErrNotExist) || strings.Contains(err.Error(), "mismatch") {
-		return fmt.Errorf("%w: the index of %s cannot be opened: %w; run 'hindsight --repo %s verify' for what it affects", ErrCorrupt, dir, err, dir)
+		return fmt.Errorf("%w: the index of %s cannot be opened: %w; 'hindsight --repo %s verify --repair' rebuilds it from the repository's logs", ErrCorrupt, dir, err, dir)
 	}
 	return fmt.Errorf("store: open index of %s: %w", dir, err)
 }

@@ -200,7 +200,7 @@ func (r *Repo) recoverLog() error {
 		return err
 	}
 	b := r.db.NewIndexedBatch()
-	defer b.Close()
+	defer func() { b.Close() }()
 	gone, added := map[uint32]uint64{}, map[uint32]uint64{}
 	cut := r.head.Load() > synced
 	if cut {
@@ -216,6 +216,13 @@ func (r *Repo) recoverLog() error {
 	defer fs.close()
 	n, recs := 0, 0
 	for {
+		if b.Len() > recoverBatchBytes { // a long replay (a rebuilt index): commit as it goes
+			if err := r.commitRecovered(b, fs.pos, roff); err != nil {
+				return err
+			}
+			b.Close()
+			b = r.db.NewIndexedBatch()
+		}
 		if frame, end, ok := fs.peek(); ok && r.replayFrame(b, frame, added, known) {
 			fs.pos = end
 			n++
@@ -274,18 +281,27 @@ func (r *Repo) recoverLog() error {
 			b.Set(segmentKey(id), be64(nil, uint64(fi.Size())), nil)
 		}
 	}
-	b.Set(segmentKey(end.seg), be64(nil, end.off), nil)
-	b.Set(metaHead, be64(nil, r.head.Load()), nil)
-	b.Set(metaSynced, be64(nil, r.head.Load()), nil)
-	b.Set(metaLog, logPos(end.seg, end.off), nil)
-	b.Set(metaRecords, be64(nil, roff), nil)
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := r.commitRecovered(b, end, roff); err != nil {
 		return err
 	}
 	if recs > 0 { // records carry counts as of their time: count anew
 		return r.recount()
 	}
 	return nil
+}
+
+// recoverBatchBytes bounds the batch a replay builds before committing it.
+const recoverBatchBytes = 64 << 20
+
+// commitRecovered commits what b replayed, with where the replay stands:
+// an open that stops after it goes on from there.
+func (r *Repo) commitRecovered(b *pebble.Batch, end segPos, roff uint64) error {
+	b.Set(segmentKey(end.seg), be64(nil, end.off), nil)
+	b.Set(metaHead, be64(nil, r.head.Load()), nil)
+	b.Set(metaSynced, be64(nil, r.head.Load()), nil)
+	b.Set(metaLog, logPos(end.seg, end.off), nil)
+	b.Set(metaRecords, be64(nil, roff), nil)
+	return b.Commit(pebble.Sync)
 }
 
 // applyRecord adds the operations of rec to b and takes the head it sets.

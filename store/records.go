@@ -3,12 +3,14 @@ package store
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // Every batch committed durably (commitSynced: imports, disks, groups,
@@ -130,4 +132,38 @@ func readRecord(f io.ReaderAt, off uint64) (record, bool) {
 		batch: bytes.Clone(body[recordHead:]),
 		size:  uint64(len(buf)),
 	}, true
+}
+
+// RebuildIndex makes the repository's index anew from its logs (every
+// record and frame, in journal order), for an index that is damaged; the
+// old one is kept beside it as db.damaged-<unix time>, whose path it
+// returns. It needs the writer lock, and refuses a repository created
+// before records.log, whose logs do not hold its whole history.
+func RebuildIndex(dir string, opt Options) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, markerFile))
+	if err != nil {
+		return "", fmt.Errorf("%w: %s: %w", ErrNotRepository, dir, err)
+	}
+	var m marker
+	if err := json.Unmarshal(b, &m); err != nil || !m.Records {
+		return "", fmt.Errorf("store: %s was created before its records log: its index cannot be rebuilt from its logs alone", dir)
+	}
+	lock, err := lockWriter(dir, lockWait)
+	if err != nil {
+		return "", err
+	}
+	aside := filepath.Join(dir, fmt.Sprintf("db.damaged-%d", time.Now().Unix()))
+	if err := os.Rename(filepath.Join(dir, "db"), aside); err != nil && !errors.Is(err, os.ErrNotExist) {
+		lock.Close()
+		return "", fmt.Errorf("store: move the damaged index aside: %w", err)
+	}
+	if err := syncDir(dir); err != nil {
+		lock.Close()
+		return "", err
+	}
+	r, err := openWriterLocked(dir, opt, true, lock)
+	if err != nil {
+		return aside, fmt.Errorf("store: rebuild the index of %s (the old one is in %s): %w", dir, aside, err)
+	}
+	return aside, r.Close()
 }

@@ -29,6 +29,9 @@ const (
 type marker struct {
 	Format  int       `json:"format"`
 	Created time.Time `json:"created"`
+	// Records: records.log holds every durable batch since creation, so
+	// the index can be rebuilt from the logs alone (RebuildIndex).
+	Records bool `json:"records,omitempty"`
 }
 
 // Options tune how a repository is opened. The zero value opens it for writing.
@@ -90,7 +93,7 @@ func Init(dir string) error {
 	if err := r.Close(); err != nil {
 		return err
 	}
-	m, _ := json.Marshal(marker{Format: formatV1, Created: time.Now().UTC()})
+	m, _ := json.Marshal(marker{Format: formatV1, Created: time.Now().UTC(), Records: true})
 	if err := writeFileSync(filepath.Join(dir, markerFile), append(m, '\n')); err != nil {
 		return err
 	}
@@ -162,6 +165,11 @@ func openWriterWait(dir string, opt Options, creating bool, wait time.Duration) 
 	if err != nil {
 		return nil, err
 	}
+	return openWriterLocked(dir, opt, creating, lock)
+}
+
+// openWriterLocked opens the writer with the writer lock held (lock).
+func openWriterLocked(dir string, opt Options, creating bool, lock *os.File) (_ *Repo, err error) {
 	defer func() {
 		if err != nil {
 			lock.Close()

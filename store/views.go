@@ -191,7 +191,7 @@ func openViewGen(dir string, gen uint64, opt Options) (_ *Repo, err error) {
 	opt.ReadOnly = true
 	db, err := pebble.Open(priv, pebbleOptions(opt, cache))
 	if err != nil {
-		return nil, fmt.Errorf("store: open view %d of %s: %w", gen, dir, err)
+		return nil, fmt.Errorf("store: open view %d: %w", gen, indexOpenError(dir, err))
 	}
 	r := &Repo{dir: dir, db: db, opts: opt, readOnly: true, private: priv, cache: cache, gen: gen}
 	cache.Ref()

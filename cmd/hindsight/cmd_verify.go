@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -26,58 +27,101 @@ positions (from_seq..to_seq; to_seq 0 is up to the newest) and the times of the
 instants that show damaged content. With DISK or GROUP, only problems of those
 disks are listed (the index is still checked whole).
 
+--repair rebuilds a damaged index from the repository's own logs (the segments'
+frames and records.log hold everything acknowledged), keeping the damaged one
+as db.damaged-TIME; it needs the writer lock, so stop protect or serve-nbd
+first. Damaged content cannot be rebuilt from the index: verify lists the
+instants it affects, which need another copy.
+
   hindsight --repo R verify                 # structure: seconds
   hindsight --repo R verify --full --json   # every block re-hashed
 
 Exit status: 0 when nothing is wrong, 1 when anything is (or the check failed).`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "full", Usage: "also re-read and re-hash every stored block"},
+			&cli.BoolFlag{Name: "repair", Usage: "rebuild a damaged index from the repository's logs (needs the writer: stop protect first); " +
+				"the damaged index is kept as db.damaged-TIME"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 1 {
 				return usagef("verify takes at most one DISK or GROUP; see 'hindsight verify --help'")
 			}
-			return withRepo(c, true, func(r *store.Repo) error {
-				opt := store.VerifyOptions{Full: c.Bool("full")}
-				if name := c.Args().First(); name != "" {
-					_, disks, err := r.Members(name)
-					if err != nil {
-						return err
-					}
-					opt.Disks = disks
+			rep, dir, err := runVerify(c)
+			if c.Bool("repair") && (errors.Is(err, store.ErrCorrupt) || indexProblem(rep)) {
+				aside, rerr := store.RebuildIndex(dir, store.Options{Notef: notef})
+				if rerr != nil {
+					return fmt.Errorf("repair: %w", rerr)
 				}
-				var finish func()
-				if opt.Full {
-					var once sync.Once
-					var update func(int64)
-					opt.Progress = func(done, total int64) {
-						once.Do(func() { update, finish = progress(c, "verifying", total) })
-						if update != nil {
-							update(done)
-						}
-					}
-				}
-				rep, err := r.Verify(c.Context, opt)
-				if finish != nil {
-					finish()
-				}
-				if err != nil {
+				fmt.Fprintf(c.App.ErrWriter, "repair: rebuilt the index from the repository's logs; the damaged index is kept in %s\n", aside)
+				rep, _, err = runVerify(c)
+			}
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				if err := printJSON(c, rep); err != nil {
 					return err
 				}
-				if c.Bool("json") {
-					if err := printJSON(c, rep); err != nil {
-						return err
-					}
-				} else {
-					printVerify(c, rep, opt.Full)
+			} else {
+				printVerify(c, rep, c.Bool("full"))
+			}
+			if n := len(rep.Problems); n > 0 {
+				if c.Bool("repair") {
+					return fmt.Errorf("verify: %d problem(s) remain in %s: damaged content cannot be rebuilt from the index; "+
+						"the instants listed above need another copy (a replica or a backup)", n, dir)
 				}
-				if n := len(rep.Problems); n > 0 {
-					return fmt.Errorf("verify: %d problem(s) found in %s", n, r.Dir())
-				}
-				return nil
-			})
+				return fmt.Errorf("verify: %d problem(s) found in %s", n, dir)
+			}
+			return nil
 		},
 	}
+}
+
+// runVerify checks the repository's newest view.
+func runVerify(c *cli.Context) (rep *store.VerifyReport, dir string, err error) {
+	dir, err = repoDir(c)
+	if err != nil {
+		return nil, "", err
+	}
+	err = withRepo(c, true, func(r *store.Repo) error {
+		opt := store.VerifyOptions{Full: c.Bool("full")}
+		if name := c.Args().First(); name != "" {
+			_, disks, err := r.Members(name)
+			if err != nil {
+				return err
+			}
+			opt.Disks = disks
+		}
+		var finish func()
+		if opt.Full {
+			var once sync.Once
+			var update func(int64)
+			opt.Progress = func(done, total int64) {
+				once.Do(func() { update, finish = progress(c, "verifying", total) })
+				if update != nil {
+					update(done)
+				}
+			}
+		}
+		rep, err = r.Verify(c.Context, opt)
+		if finish != nil {
+			finish()
+		}
+		return err
+	})
+	return rep, dir, err
+}
+
+func indexProblem(rep *store.VerifyReport) bool {
+	if rep == nil {
+		return false
+	}
+	for _, p := range rep.Problems {
+		if p.Kind == "index" {
+			return true
+		}
+	}
+	return false
 }
 
 func printVerify(c *cli.Context, rep *store.VerifyReport, full bool) {
