@@ -15,6 +15,7 @@ import (
 // write is mirrored into the journal; after a kill and writes that reached
 // only the backing disk, the resync point makes journal and backing equal.
 func TestTapBackingResync(t *testing.T) {
+	t.Parallel()
 	needRoot(t)
 	repo := newRepo(t)
 	const size = 4 << 20

@@ -31,6 +31,7 @@ func hashFile(t *testing.T, path string) [32]byte {
 // while another process imports, hashes the same before, during and after;
 // the tree answers promptly meanwhile and shows the new points afterwards.
 func TestInstantStableUnderImports(t *testing.T) {
+	t.Parallel()
 	repo := newRepo(t)
 	ok(t, "--repo", repo, "disk", "create", "c", "--size", "32M")
 	rng := rand.New(rand.NewPCG(51, 52))

@@ -37,6 +37,7 @@ func recordBytes(f, i int) []byte {
 // its ext4 journal replayed, passes e2fsck -fn and holds every record whose
 // fsync returned before the instant, intact.
 func TestTapCrashConsistentInstants(t *testing.T) {
+	t.Parallel()
 	needRoot(t)
 	needTools(t, "mkfs.ext4", "e2fsck", "losetup")
 	repo := newRepo(t)

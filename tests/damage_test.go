@@ -166,6 +166,20 @@ func TestDamageRefusedLoudly(t *testing.T) {
 					t.Fatalf("a command panicked: %s", r.stderr)
 				}
 			}
+			if c.name == "index table truncated" {
+				// The index is rebuilt from the logs; everything is back.
+				if r := hs(t, "--repo", repo, "verify", "--repair", "--full"); r.code != 0 || !strings.Contains(r.stderr, "db.damaged-") {
+					t.Fatalf("verify --repair: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+				}
+				ok(t, "--repo", repo, "bookmark", "web", "after-repair")
+				for i, at := range []string{"2026-11-25T10:00:00Z", "2026-11-25T10:05:00Z"} {
+					out := filepath.Join(t.TempDir(), "x")
+					ok(t, "--repo", repo, "export", "web", "--at", at, "--out", out)
+					if got, _ := os.ReadFile(out); !bytes.Equal(got, [][]byte{img1, img2}[i]) {
+						t.Errorf("after the repair, %s reads back different", at)
+					}
+				}
+			}
 			if c.block < 0 || c.name == "index table truncated" {
 				return
 			}

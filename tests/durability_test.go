@@ -16,6 +16,7 @@ import (
 // repository that opens, shows every point completed before, and takes the
 // next import.
 func TestKilledImport(t *testing.T) {
+	t.Parallel()
 	repo := newRepo(t)
 	const size = 128 << 20
 	ok(t, "--repo", repo, "disk", "create", "big", "--size", "128M")

@@ -14,6 +14,7 @@ import (
 // TestCLIErrors: bad input gets a clear message and a script-usable exit
 // code, and changes nothing.
 func TestCLIErrors(t *testing.T) {
+	t.Parallel()
 	repo := newRepo(t)
 	ok(t, "--repo", repo, "disk", "create", "web", "--size", "1M")
 	img := filepath.Join(t.TempDir(), "img")
@@ -102,6 +103,7 @@ func TestCLIErrors(t *testing.T) {
 // TestSecondWriterRefused: while another process holds the repository for
 // writing, a writer command fails clearly and changes nothing.
 func TestSecondWriterRefused(t *testing.T) {
+	t.Parallel()
 	repo := newRepo(t)
 	ok(t, "--repo", repo, "disk", "create", "web", "--size", "1M")
 	img := filepath.Join(t.TempDir(), "img")
@@ -133,6 +135,7 @@ func TestSecondWriterRefused(t *testing.T) {
 // with exit 1 and a message naming the damage, in every format and to
 // stdout, with no panic: its reads end before the repository closes.
 func TestExportDamagedSegment(t *testing.T) {
+	t.Parallel()
 	repo := newRepo(t)
 	const size = 32 << 20
 	ok(t, "--repo", repo, "disk", "create", "web", "--size", "32M")

@@ -73,6 +73,7 @@ func checkFiles(t *testing.T, flat string, offset, size int64, want map[string]s
 // TestExt4Points: a real ext4 filesystem changed over points; each point's
 // flat image, loop-mounted from the FUSE tree, holds the files as they were.
 func TestExt4Points(t *testing.T) {
+	t.Parallel()
 	needRoot(t)
 	needTools(t, "mkfs.ext4", "losetup")
 	repo := newRepo(t)
@@ -97,6 +98,7 @@ func TestExt4Points(t *testing.T) {
 // partition is attached from the table's own offsets (this kernel parses no
 // partition tables).
 func TestPartitionedExt4(t *testing.T) {
+	t.Parallel()
 	needRoot(t)
 	needTools(t, "mkfs.ext4", "losetup", "sfdisk")
 	repo := newRepo(t)

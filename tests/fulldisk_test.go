@@ -14,6 +14,7 @@ import (
 // reason and a non-zero exit, loses no earlier point, and once space is
 // freed the next import works.
 func TestFullDisk(t *testing.T) {
+	t.Parallel()
 	needRoot(t)
 	fsDir := t.TempDir()
 	run(t, "mount", "-t", "tmpfs", "-o", "size=48m,mode=0700", "hindsight-full", fsDir)

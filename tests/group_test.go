@@ -20,6 +20,7 @@ import (
 // write whose A write is missing, and both disks show the same position.
 // A bookmark taken beside the running writer goes through its control socket.
 func TestGroupWriteOrderFidelity(t *testing.T) {
+	t.Parallel()
 	needTools(t, "qemu-io")
 	repo := newRepo(t)
 	ok(t, "--repo", repo, "disk", "create", "a", "--size", "1M")
@@ -127,6 +128,7 @@ func checkCausalChain(t *testing.T, repo string, n int) string {
 // TestGroupFidelityTap is the same chain through the FUSE tap: protect of
 // a group serves every disk as a file of one mount, on one timeline.
 func TestGroupFidelityTap(t *testing.T) {
+	t.Parallel()
 	needRoot(t)
 	repo := newRepo(t)
 	ok(t, "--repo", repo, "disk", "create", "a", "--size", "1M")

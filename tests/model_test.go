@@ -66,6 +66,7 @@ func importPoints(t *testing.T, repo, disk string, rng *rand.Rand, size int, sta
 // TestImportModel: images imported over many points read back, at random
 // instants and in every time form, exactly as the model says.
 func TestImportModel(t *testing.T) {
+	t.Parallel()
 	repo := newRepo(t)
 	const size = 4 << 20
 	ok(t, "--repo", repo, "disk", "create", "m", "--size", "4M")
@@ -105,6 +106,7 @@ func TestImportModel(t *testing.T) {
 // TestImportStoresOnlyChanges: the same image twice stores nothing new, and
 // a few changed blocks cost about their own size.
 func TestImportStoresOnlyChanges(t *testing.T) {
+	t.Parallel()
 	repo := newRepo(t)
 	ok(t, "--repo", repo, "disk", "create", "d", "--size", "16M")
 	rng := rand.New(rand.NewPCG(21, 22))

@@ -50,6 +50,7 @@ func readFlat(t *testing.T, dir string) []byte {
 // TestMountTree: listing, every accepted time form, bad names, info.json,
 // permissions and read-only files.
 func TestMountTree(t *testing.T) {
+	t.Parallel()
 	repo := newRepo(t)
 	h, now := recentHistory(t, repo)
 	mnt := mountRepo(t, repo)
@@ -151,6 +152,7 @@ func TestMountTree(t *testing.T) {
 // TestQemuAcceptsImages: qemu-img reads the VMDK and VHD of an instant as the
 // disk's exact size and finds them identical to the model and the raw export.
 func TestQemuAcceptsImages(t *testing.T) {
+	t.Parallel()
 	needTools(t, "qemu-img")
 	repo := newRepo(t)
 	h, _ := recentHistory(t, repo)

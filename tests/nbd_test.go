@@ -59,6 +59,7 @@ func newestEquals(t *testing.T, repo, disk string, want []byte, what string) {
 // against serve-nbd; after each, the journal's newest instant is what the
 // client wrote, and bad requests leave it unharmed.
 func TestNBDWithQemuClients(t *testing.T) {
+	t.Parallel()
 	needTools(t, "qemu-io", "qemu-img", "nbdcopy", "nbdinfo")
 	repo := newRepo(t)
 	const size = 8 << 20
@@ -130,6 +131,7 @@ func TestNBDWithQemuClients(t *testing.T) {
 // run as nobody can neither write nor read, and the disk keeps what the
 // owner wrote.
 func TestNBDOwnerOnly(t *testing.T) {
+	t.Parallel()
 	needRoot(t)
 	needTools(t, "qemu-io", "runuser")
 	repo := newRepo(t)
@@ -174,6 +176,7 @@ func TestNBDOwnerOnly(t *testing.T) {
 // --insecure-local); --insecure-local off loopback is refused too; with
 // --insecure-local on loopback it serves, after a warning.
 func TestNBDTCPNeedsClientCerts(t *testing.T) {
+	t.Parallel()
 	needTools(t, "qemu-io")
 	repo := newRepo(t)
 	ok(t, "--repo", repo, "disk", "create", "web", "--size", "1M")

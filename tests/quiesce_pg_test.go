@@ -18,6 +18,7 @@ import (
 // consistent state that keeps pgbench's invariant and passes pg_amcheck; so
 // do 10 random crash instants, without a label.
 func TestQuiescePostgres(t *testing.T) {
+	t.Parallel()
 	needRoot(t)
 	needTools(t, "mkfs.ext4", "losetup")
 	pgtest.Need(t)

@@ -40,6 +40,7 @@ func protectedWithPoint(t *testing.T, disk string) (repo string) {
 // running protect: a hooks directory's success, a failing freeze, a hanging
 // freeze and SIGTERM during a freeze, each checked from the hooks' own log.
 func TestQuiesceHooks(t *testing.T) {
+	t.Parallel()
 	needRoot(t)
 	repo := protectedWithPoint(t, "db")
 	bookmark := func(k *hooktest.Kit, name string, extra ...string) result {
@@ -147,6 +148,7 @@ func TestQuiesceHooks(t *testing.T) {
 // bookmark's image needs no journal replay (e2fsck -fn passes, the journal
 // is not marked for recovery) and holds every file fsynced before it.
 func TestQuiesceFsfreeze(t *testing.T) {
+	t.Parallel()
 	needRoot(t)
 	needTools(t, "mkfs.ext4", "e2fsck", "dumpe2fs", "losetup")
 	repo := newRepo(t)

@@ -14,6 +14,7 @@ import (
 // copy-on-write clone on which the kernel replays the journal, says so in
 // --json, and leaves the instant unchanged and nothing mounted or attached.
 func TestRecoverReplaysOnClone(t *testing.T) {
+	t.Parallel()
 	needRoot(t)
 	needTools(t, "mkfs.ext4", "losetup", "findmnt")
 	repo := newRepo(t)

@@ -20,6 +20,7 @@ import (
 // Then diff between two points matches a find/hash comparison of the two
 // images mounted by hand.
 func TestRecoverHistoryAndDiff(t *testing.T) {
+	t.Parallel()
 	needRoot(t)
 	needTools(t, "mkfs.ext4", "losetup", "findmnt")
 	repo := newRepo(t)

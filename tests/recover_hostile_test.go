@@ -16,6 +16,7 @@ import (
 // table, a filesystem that fails to mount and a disk with no filesystem:
 // clear results, nothing written outside --to, nothing left mounted.
 func TestRecoverHostile(t *testing.T) {
+	t.Parallel()
 	needRoot(t)
 	needTools(t, "mkfs.ext4", "sfdisk", "findmnt", "losetup")
 	repo := newRepo(t)
@@ -118,6 +119,7 @@ func TestRecoverHostile(t *testing.T) {
 // TestRecoverInterrupted (acceptance 6): SIGINT during restore and during
 // browse --shell leaves no mount and no loop device.
 func TestRecoverInterrupted(t *testing.T) {
+	t.Parallel()
 	needRoot(t)
 	needTools(t, "mkfs.ext4", "findmnt", "losetup")
 	repo := newRepo(t)

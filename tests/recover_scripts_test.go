@@ -14,6 +14,7 @@ import (
 // TestRecoverScripts (acceptance 5): every recovery example in scripts/ runs
 // against a real disk.
 func TestRecoverScripts(t *testing.T) {
+	t.Parallel()
 	needRoot(t)
 	needTools(t, "mkfs.ext4", "jq", "bash")
 	repo := newRepo(t)

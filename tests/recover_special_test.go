@@ -75,6 +75,7 @@ func hostileStage(t *testing.T, dir string) {
 // were. The expectations come from the staging directory the image was made
 // from.
 func TestRecoverSpecialFiles(t *testing.T) {
+	t.Parallel()
 	needRoot(t)
 	needTools(t, "mkfs.ext4", "findmnt", "losetup")
 	stage := t.TempDir()

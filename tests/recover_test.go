@@ -140,6 +140,7 @@ func readFile(t *testing.T, p string) string {
 // and restore of files, a folder, a symlink and a hard-linked pair gives
 // identical content and metadata.
 func TestRecoverBrowseRestore(t *testing.T) {
+	t.Parallel()
 	needRoot(t)
 	needTools(t, "sfdisk", "mkfs.ext4", "mkfs.xfs", "mkfs.btrfs", "blkid", "findmnt", "losetup")
 	layouts := []struct {

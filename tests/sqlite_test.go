@@ -18,6 +18,7 @@ import (
 // tap; at 20 random instants the recovered database passes its integrity
 // check and holds every transaction committed before the instant.
 func TestTapSQLite(t *testing.T) {
+	t.Parallel()
 	needRoot(t)
 	needTools(t, "sqlite3", "mkfs.ext4", "e2fsck", "losetup")
 	repo := newRepo(t)

@@ -14,6 +14,7 @@ import (
 // counts it exactly and a `mount` in another process shows it while protect
 // still runs.
 func TestTapStatusAndLiveMount(t *testing.T) {
+	t.Parallel()
 	needRoot(t)
 	repo := newRepo(t)
 	ok(t, "--repo", repo, "disk", "create", "s", "--size", "4M")

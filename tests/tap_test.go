@@ -67,6 +67,7 @@ func ext4OnTap(t *testing.T, repo, disk string, opts ...string) (mnt, dev string
 // moments, with the filesystem frozen, the device is copied; afterwards each
 // moment's instant equals its copy byte for byte.
 func TestTapExt4Moments(t *testing.T) {
+	t.Parallel()
 	needRoot(t)
 	needTools(t, "mkfs.ext4", "losetup", "fsfreeze")
 	repo := newRepo(t)
@@ -125,6 +126,7 @@ func TestTapExt4Moments(t *testing.T) {
 // heavy writes; every write whose fsync returned before the kill is in the
 // journal, which opens cleanly and takes new writes.
 func TestTapKilledKeepsFsynced(t *testing.T) {
+	t.Parallel()
 	needRoot(t)
 	repo := newRepo(t)
 	const blocks = 4096
