@@ -1,10 +1,12 @@
 package store
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -167,7 +169,8 @@ func BenchmarkOpenInstant(b *testing.B) {
 // BenchmarkReadImage reads the newest point of a 256 MiB disk (a base image
 // and 10 points of 1 MiB of scattered 4 KiB writes) with 1 MiB ReadAt calls,
 // straight from the store (no FUSE): the store's own share of a mount read,
-// on one goroutine, with the segments in the page cache.
+// on one goroutine, with the segments in the page cache; with and without
+// the read check, alternated.
 func BenchmarkReadImage(b *testing.B) {
 	for _, kind := range []string{"random", "half-compressible"} {
 		b.Run(kind, func(b *testing.B) {
@@ -226,13 +229,21 @@ func BenchmarkReadImage(b *testing.B) {
 				b.Fatal(err)
 			}
 			buf := make([]byte, 1<<20)
-			b.SetBytes(size)
-			for b.Loop() {
-				for off := int64(0); off < size; off += int64(len(buf)) {
-					if _, err := im.ReadAt(buf, off); err != nil && err != io.EOF {
-						b.Fatal(err)
+			// checked is every read as it is served; unchecked the same
+			// without the CRC32C check, for what the check costs.
+			for _, check := range []string{"checked", "unchecked", "checked", "unchecked"} {
+				b.Run(check, func(b *testing.B) {
+					r.uncheckedReads = check == "unchecked"
+					defer func() { r.uncheckedReads = false }()
+					b.SetBytes(size)
+					for b.Loop() {
+						for off := int64(0); off < size; off += int64(len(buf)) {
+							if _, err := im.ReadAt(buf, off); err != nil && err != io.EOF {
+								b.Fatal(err)
+							}
+						}
 					}
-				}
+				})
 			}
 		})
 	}
@@ -415,4 +426,70 @@ func TestBenchWriter(t *testing.T) {
 	}
 	fmt.Printf("bench-writer steps=%d step-ms=%.2f publishes=%d publish-ms=%.1f\n", steps,
 		float64(stepTime.Microseconds())/1000/float64(steps), publishes, float64(pubTime.Microseconds())/1000/float64(max(publishes, 1)))
+}
+
+// BenchmarkVerifyFull re-reads and re-hashes the stored content of a 1 GiB
+// disk (random, stored raw, and half-compressible, stored with zstd) as
+// `verify --full` does, with the segments in the page cache; MB/s counts
+// stored bytes. HINDSIGHT_BENCH_COLD=1 drops the page cache before each
+// run (root) for the cold figure.
+func BenchmarkVerifyFull(b *testing.B) {
+	for _, kind := range []string{"random", "half-compressible"} {
+		b.Run(kind, func(b *testing.B) {
+			const size = 1 << 30
+			dir := b.TempDir()
+			if err := Init(dir); err != nil {
+				b.Fatal(err)
+			}
+			r, err := Open(dir, Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			d, err := r.CreateDisk("x", size, benchBS)
+			if err != nil {
+				b.Fatal(err)
+			}
+			rng := rand.New(rand.NewPCG(3, 3))
+			s, err := r.Begin(d.Timeline, time.Time{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			p := make([]byte, benchBS)
+			for blk := range size / benchBS {
+				n := benchBS
+				if kind != "random" {
+					n /= 2
+				}
+				for i := 0; i < n; i += 8 {
+					binary.LittleEndian.PutUint64(p[i:], rng.Uint64())
+				}
+				if err := s.Put(d, uint64(blk), p); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if _, err := s.Commit(); err != nil {
+				b.Fatal(err)
+			}
+			r.Close()
+			v, err := Open(dir, Options{ReadOnly: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer v.Close()
+			stored, _ := v.ContentBytes()
+			b.SetBytes(stored)
+			cold := os.Getenv("HINDSIGHT_BENCH_COLD") == "1"
+			for b.Loop() {
+				if cold {
+					b.StopTimer()
+					exec.Command("sh", "-c", "sync; echo 3 > /proc/sys/vm/drop_caches").Run()
+					b.StartTimer()
+				}
+				rep, err := v.Verify(b.Context(), VerifyOptions{Full: true})
+				if err != nil || len(rep.Problems) > 0 {
+					b.Fatalf("%+v %v", rep, err)
+				}
+			}
+		})
+	}
 }

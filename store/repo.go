@@ -72,6 +72,10 @@ type Repo struct {
 	versions   map[uint32]uint64 // non-zero versions per disk, as committed
 	zeroHashes map[int]Hash      // ZeroHash per block size
 
+	// uncheckedReads skips the read check: set only by BenchmarkReadImage,
+	// to measure what the check costs (A/B in one run).
+	uncheckedReads bool
+
 	known     *knownHashes // the writer's filter of indexed content (known.go)
 	stopKnown func()       // stops building it
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -221,5 +222,22 @@ func flipByte(t *testing.T, path string, off int64) {
 	b[0] ^= 0x10
 	if _, err := f.WriteAt(b, off); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestVerifyBesideWriter: verify --full runs beside a live writer that is
+// journaling, and passes.
+func TestVerifyBesideWriter(t *testing.T) {
+	t.Parallel()
+	needTools(t, "qemu-io")
+	repo := newRepo(t)
+	ok(t, "--repo", repo, "disk", "create", "web", "--size", "16M")
+	url := nbdURL(serveNBD(t, repo, "web"), "web")
+	for i := range 4 {
+		run(t, "qemu-io", "-f", "raw", url, "-c", fmt.Sprintf("write -P %d %d 1M", i+1, i<<20), "-c", "flush")
+		r := hs(t, "--repo", repo, "verify", "--full")
+		if r.code != 0 {
+			t.Fatalf("verify --full beside serve-nbd: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
 	}
 }
