@@ -259,6 +259,22 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	return ch, h, 0, 0
 }
 
+// create runs mk, a loopback call that makes the entry name in n, and
+// records the entry as made.
+func (n *node) create(name string, mk func() (*fs.Inode, syscall.Errno)) (*fs.Inode, syscall.Errno) {
+	if e := n.c.enter(); e != 0 {
+		return nil, e
+	}
+	defer n.c.mu.Unlock()
+	dir, e := n.ino()
+	if e != 0 {
+		return nil, e
+	}
+	ch, e := mk()
+	n.created(name, dir, e)
+	return ch, e
+}
+
 // created records a new entry name in n after a loopback call made it.
 func (n *node) created(name string, dir uint64, e syscall.Errno) {
 	if e == 0 {
@@ -267,45 +283,15 @@ func (n *node) created(name string, dir uint64, e syscall.Errno) {
 }
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if e := n.c.enter(); e != 0 {
-		return nil, e
-	}
-	defer n.c.mu.Unlock()
-	dir, e := n.ino()
-	if e != 0 {
-		return nil, e
-	}
-	ch, e := n.LoopbackNode.Mkdir(ctx, name, mode, out)
-	n.created(name, dir, e)
-	return ch, e
+	return n.create(name, func() (*fs.Inode, syscall.Errno) { return n.LoopbackNode.Mkdir(ctx, name, mode, out) })
 }
 
 func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if e := n.c.enter(); e != 0 {
-		return nil, e
-	}
-	defer n.c.mu.Unlock()
-	dir, e := n.ino()
-	if e != 0 {
-		return nil, e
-	}
-	ch, e := n.LoopbackNode.Mknod(ctx, name, mode, rdev, out)
-	n.created(name, dir, e)
-	return ch, e
+	return n.create(name, func() (*fs.Inode, syscall.Errno) { return n.LoopbackNode.Mknod(ctx, name, mode, rdev, out) })
 }
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if e := n.c.enter(); e != 0 {
-		return nil, e
-	}
-	defer n.c.mu.Unlock()
-	dir, e := n.ino()
-	if e != 0 {
-		return nil, e
-	}
-	ch, e := n.LoopbackNode.Symlink(ctx, target, name, out)
-	n.created(name, dir, e)
-	return ch, e
+	return n.create(name, func() (*fs.Inode, syscall.Errno) { return n.LoopbackNode.Symlink(ctx, target, name, out) })
 }
 
 func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
