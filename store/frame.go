@@ -244,6 +244,11 @@ func (r *Repo) recoverLog() error {
 			return err
 		}
 	}
+	if frame, _, ok := fs.peek(); ok { // whole, and yet not the next step: a gap
+		return fmt.Errorf("%w: the log holds the step of position %d at segments/%s offset %d, but the journal's head is %d "+
+			"and nothing in between can be found; run 'hindsight verify'", ErrCorrupt, binary.BigEndian.Uint64(frame[frameHead:]),
+			segmentName(fs.pos.seg), fs.pos.off, r.head.Load())
+	}
 	if rec, ok := readRecord(r.recs.f, roff); ok {
 		return fmt.Errorf("%w: %s holds a record committed at position %d, past the journal's head %d: "+
 			"the segments lack the steps before it; run 'hindsight verify'", ErrCorrupt, recordsFile, rec.head, r.head.Load())

@@ -161,9 +161,18 @@ func RebuildIndex(dir string, opt Options) (string, error) {
 		lock.Close()
 		return "", err
 	}
+	if fi, err := os.Stat(filepath.Join(dir, recordsFile)); err != nil || fi.Size() == 0 {
+		os.Rename(aside, filepath.Join(dir, "db"))
+		lock.Close()
+		return "", fmt.Errorf("%w: %s is missing or empty: the index cannot be rebuilt without it", ErrCorrupt, recordsFile)
+	}
 	r, err := openWriterLocked(dir, opt, true, lock)
-	if err != nil {
-		return aside, fmt.Errorf("store: rebuild the index of %s (the old one is in %s): %w", dir, aside, err)
+	if err != nil { // put the damaged index back, keep what the rebuild made aside
+		failed := filepath.Join(dir, fmt.Sprintf("db.rebuild-failed-%d", time.Now().Unix()))
+		os.Rename(filepath.Join(dir, "db"), failed)
+		os.Rename(aside, filepath.Join(dir, "db"))
+		syncDir(dir)
+		return "", fmt.Errorf("store: rebuild the index of %s from its logs failed (what it made is in %s; the damaged index is back in db/): %w", dir, failed, err)
 	}
 	return aside, r.Close()
 }

@@ -207,3 +207,39 @@ func TestLostIndexTail(t *testing.T) {
 		})
 	}
 }
+
+// TestLostRecordsRefused: records.log missing or shorter than the index
+// records is refused (ErrCorrupt); so is a rebuild without records.log.
+func TestLostRecordsRefused(t *testing.T) {
+	c := &recordsCase{dir: t.TempDir(), start: time.Now().Add(-time.Hour).Truncate(time.Minute)}
+	if err := Init(c.dir); err != nil {
+		t.Fatal(err)
+	}
+	c.step(t, 0)
+	old := filepath.Join(t.TempDir(), "db")
+	if out, err := exec.Command("cp", "-a", filepath.Join(c.dir, "db"), old).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	fi, _ := os.Stat(filepath.Join(c.dir, recordsFile))
+	for i := 1; i < 4; i++ {
+		c.step(t, i)
+	}
+	os.RemoveAll(filepath.Join(c.dir, "db"))
+	if out, err := exec.Command("cp", "-a", old, filepath.Join(c.dir, "db")).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	os.Truncate(filepath.Join(c.dir, recordsFile), fi.Size()-1) // shorter than even the old index records
+	if _, err := Open(c.dir, Options{}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("open with records.log shorter than the index records: %v", err)
+	}
+	os.Remove(filepath.Join(c.dir, recordsFile))
+	if _, err := Open(c.dir, Options{}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("open without records.log: %v", err)
+	}
+	if _, err := RebuildIndex(c.dir, Options{}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("rebuild without records.log: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(c.dir, "db")); err != nil {
+		t.Fatalf("a refused rebuild left no index in place: %v", err)
+	}
+}
