@@ -4,11 +4,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"os"
 	"path/filepath"
 
 	"github.com/zeebo/blake3"
+	"github.com/zeebo/xxh3"
 )
 
 // Hash is the BLAKE3-256 digest of a block's content.
@@ -21,7 +21,7 @@ func HashBlock(data []byte) Hash { return blake3.Sum256(data) }
 const (
 	flagZero = 1 << iota // all-zero block: no content stored
 	flagZstd             // content is a zstd frame
-	flagSum              // sum holds the CRC32C of the stored bytes
+	flagSum              // sum holds the checksum of the stored bytes
 
 	// flagTried is never stored: prepared content whose compression was
 	// already tried.
@@ -35,7 +35,7 @@ type location struct {
 	seg   uint32
 	off   uint64
 	n     uint32 // stored length
-	sum   uint32 // CRC32C of the n stored bytes, with flagSum
+	sum   uint32 // checksum of the n stored bytes, with flagSum
 }
 
 // locationLen is a location as written since read checks came in;
@@ -78,10 +78,13 @@ func versionValueOK(v []byte) bool {
 	return len(v) == len(Hash{})+locationLen || len(v) == len(Hash{})+locationLenV1
 }
 
-// checksum is what a location records of stored content: CRC32C, which the
-// CPU computes at ~17 GB/s against BLAKE3's ~0.5-1.5 GB/s here, so that
-// every read can afford to check it (docs/PERFORMANCE.md).
-func checksum(stored []byte) uint32 { return crc32.Checksum(stored, castagnoli) }
+// checksum is what a location records of stored content: the low 32 bits
+// of its XXH3 hash, which this CPU computes at ~30 GB/s over 4 KiB blocks,
+// against ~16-19 GB/s for CRC32C and 0.5-1.5 GB/s for BLAKE3, so that every
+// read can afford to check it (docs/PERFORMANCE.md). It detects damage
+// (a flipped byte goes unseen with odds of 2^-32); the BLAKE3 hash remains
+// the content's identity, which verify --full checks.
+func checksum(stored []byte) uint32 { return uint32(xxh3.Hash(stored)) }
 
 // ErrCorrupt: a record or content file does not hold what the index says.
 var ErrCorrupt = errors.New("store: repository is corrupt")

@@ -59,7 +59,7 @@ func damage(d Disk, b uint64, v version, err error) error {
 
 // errChecksum and errHash are the two ways content fails its check.
 var (
-	errChecksum = fmt.Errorf("stored bytes fail their CRC32C checksum: %w", ErrCorrupt)
+	errChecksum = fmt.Errorf("stored bytes fail their checksum: %w", ErrCorrupt)
 	errHash     = fmt.Errorf("content fails its BLAKE3 hash: %w", ErrCorrupt)
 )
 

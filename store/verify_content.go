@@ -120,7 +120,7 @@ func (v *verifier) content(ctx context.Context) error {
 // decodes, and its BLAKE3 hash; "" when it holds.
 func checkStored(segs *segments, c storedContent, stored []byte, block *[]byte) string {
 	if c.loc.flags&flagSum != 0 && checksum(stored) != c.loc.sum {
-		return "stored bytes fail their CRC32C checksum"
+		return "stored bytes fail their checksum"
 	}
 	plain := stored
 	if c.loc.flags&flagZstd != 0 {

@@ -18,7 +18,7 @@ func cmdVerify() *cli.Command {
 		Description: `Checks that every segment file the index references is there and long enough,
 that every block version's content lies inside one, that the index's by-block and
 by-time orders agree and that each timeline's points are in order. --full also
-re-reads every stored block and checks its CRC32C and BLAKE3 hash (all cores,
+re-reads every stored block and checks its checksum and BLAKE3 hash (all cores,
 large sequential reads). It reads the newest published view, so it runs beside
 a writer ('protect', 'serve-nbd') and beside readers.
 
