@@ -16,7 +16,7 @@ BENCH_DIR=${BENCH_DIR:-/var/tmp}
 [ "$(id -u)" = 0 ] || { echo "bench-readcheck.sh: needs root" >&2; exit 1; }
 
 work=$(mktemp -d "$BENCH_DIR/hindsight-readcheck.XXXXXX")
-mount_pid=""
+mount_pid="" mnt=$work/mnt-old repo=""
 cleanup() {
 	set +e
 	stop_mount
@@ -31,7 +31,7 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int(
 # Half random (stored raw), a quarter text (stored with zstd), a quarter zeros.
 img=$work/base.img
 q=$((SIZE_MIB / 4))
-{ head -c $((2 * q))M /dev/urandom; yes "the journal keeps every write, in order, with its time" | head -c ${q}M; head -c ${q}M /dev/zero; } >"$img"
+{ head -c $((2 * q))M /dev/urandom; head -c ${q}M < <(yes "the journal keeps every write, in order, with its time"); head -c ${q}M /dev/zero; } >"$img"
 for v in old new; do
 	hs=$HS_OLD; [ $v = new ] && hs=$HS_NEW
 	r=$work/repo-$v

@@ -84,11 +84,29 @@ func (r *Repo) Verify(ctx context.Context, opt VerifyOptions) (*VerifyReport, er
 		v.problem(Problem{Kind: "index", Detail: b})
 	}
 	if opt.Full {
-		if err := v.content(ctx); err != nil {
+		// The content is re-hashed while the index is walked (both take
+		// long); what the damaged content affects is found by a second
+		// walk, only when there is damage.
+		var cerr error
+		var cprobs []Problem
+		bad := map[segPos]string{}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			cprobs, cerr = v.content(ctx, bad)
+		}()
+		verr := v.versions(ctx, false)
+		<-done
+		if err := errors.Join(verr, cerr); err != nil {
 			return nil, err
 		}
-	}
-	if err := v.versions(ctx); err != nil {
+		v.rep.Problems = append(v.rep.Problems, cprobs...)
+		if v.badLoc = bad; len(bad) > 0 {
+			if err := v.versions(ctx, true); err != nil {
+				return nil, err
+			}
+		}
+	} else if err := v.versions(ctx, false); err != nil {
 		return nil, err
 	}
 	if err := v.points(); err != nil {
@@ -151,10 +169,11 @@ func (v *verifier) segments() error {
 
 // where says what is wrong with content at loc: the cause (a segment, or
 // one piece of content in it), and what is wrong; "" if nothing is known.
-func (v *verifier) where(loc location) (cause, detail string) {
+func (v *verifier) where(loc location, contentOnly bool) (cause, detail string) {
 	name := "segments/" + segmentName(loc.seg)
 	n, ok := v.lens[loc.seg]
 	switch {
+	case contentOnly:
 	case v.badSeg[loc.seg] != "" && (!ok || loc.off+uint64(loc.n) > n):
 		return name, v.badSeg[loc.seg]
 	case !ok:
@@ -170,7 +189,9 @@ func (v *verifier) where(loc location) (cause, detail string) {
 
 // versions walks the by-block order, finding the versions whose content is
 // damaged, and checks it against the by-time order.
-func (v *verifier) versions(ctx context.Context) error {
+// With contentOnly it only maps the damaged content found by content
+// (badLoc) to what it affects.
+func (v *verifier) versions(ctx context.Context, contentOnly bool) error {
 	disks, err := v.r.Disks()
 	if err != nil {
 		return err
@@ -199,6 +220,20 @@ func (v *verifier) versions(ctx context.Context) error {
 		}
 		disk, block, seq, ok := versionBlock(it.Key())
 		val := it.Value()
+		if contentOnly {
+			if first || disk != prevDisk || block != prevBlock {
+				newer = 0
+			}
+			if d, known := byID[disk]; ok && known && versionValueOK(val) {
+				if loc, err := decodeLocation(val[len(Hash{}):]); err == nil && loc.flags&flagZero == 0 {
+					if cause, detail := v.where(loc, true); cause != "" && (len(report) == 0 || report[disk]) {
+						v.affect(cause, detail, loc.seg, d, block, seq, newer)
+					}
+				}
+			}
+			prevDisk, prevBlock, newer, first = disk, block, seq, false
+			continue
+		}
 		if !ok || !versionValueOK(val) {
 			v.problem(Problem{Kind: "index", Detail: fmt.Sprintf("version record %x of %d bytes is malformed", it.Key(), len(val))})
 			continue
@@ -218,13 +253,13 @@ func (v *verifier) versions(ctx context.Context) error {
 		case seq > v.rep.Head:
 			v.problem(Problem{Kind: "index", Detail: fmt.Sprintf("version of block %d of disk %q at %d is past the head %d", block, d.Name, seq, v.rep.Head)})
 		case loc.flags&flagZero == 0:
-			if cause, detail := v.where(loc); cause != "" && (len(report) == 0 || report[disk]) {
+			if cause, detail := v.where(loc, contentOnly); cause != "" && (len(report) == 0 || report[disk]) {
 				v.affect(cause, detail, loc.seg, d, block, seq, newer)
 			}
 		}
 		prevDisk, prevBlock, newer, first = disk, block, seq, false
 	}
-	if err := errors.Join(it.Error(), it.Close()); err != nil {
+	if err := errors.Join(it.Error(), it.Close()); err != nil || contentOnly {
 		return err
 	}
 	err = v.r.scan([]byte{kindJournal}, func(k, _ []byte) error {

@@ -22,15 +22,17 @@ const verifyWindow = 8 << 20
 
 // content re-reads every piece of stored content the hash index records, in
 // segment order (large sequential reads), and checks its checksum and its
-// BLAKE3 hash on all cores. Content that fails goes to badLoc. Memory: ~64
-// bytes per stored block, for the sort.
-func (v *verifier) content(ctx context.Context) error {
+// BLAKE3 hash on all cores. Content that fails goes to bad; it returns the
+// index records it could not read. Memory: ~64 bytes per stored block, for
+// the sort. It runs beside versions: it touches no verifier state but bad.
+func (v *verifier) content(ctx context.Context, bad map[segPos]string) ([]Problem, error) {
 	var all []storedContent
 	var total int64
+	var probs []Problem
 	err := v.r.scan([]byte{kindHash}, func(k, val []byte) error {
 		loc, err := decodeLocation(val)
 		if len(k) != 1+len(Hash{}) || err != nil {
-			v.problem(Problem{Kind: "index", Detail: fmt.Sprintf("content record %x is malformed", k)})
+			probs = append(probs, Problem{Kind: "index", Detail: fmt.Sprintf("content record %x is malformed", k)})
 			return nil
 		}
 		all = append(all, storedContent{Hash(k[1:]), loc})
@@ -38,7 +40,7 @@ func (v *verifier) content(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	slices.SortFunc(all, func(a, b storedContent) int {
 		return cmp.Or(cmp.Compare(a.loc.seg, b.loc.seg), cmp.Compare(a.loc.off, b.loc.off))
@@ -110,10 +112,10 @@ func (v *verifier) content(ctx context.Context) error {
 			}
 			continue
 		}
-		v.badLoc[res.at] = res.msg
+		bad[res.at] = res.msg
 	}
 	v.rep.ContentBytes = done
-	return errors.Join(g.Wait(), ctx.Err())
+	return probs, errors.Join(g.Wait(), ctx.Err())
 }
 
 // checkStored checks one piece of stored content: its checksum, that it
