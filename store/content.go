@@ -38,6 +38,10 @@ type location struct {
 	sum   uint32 // checksum of the n stored bytes, with flagSum
 }
 
+// maxStored bounds one block's stored content: blocks are at most
+// MaxBlockSize, and compressed content is kept only when it is smaller.
+const maxStored = MaxBlockSize
+
 // locationLen is a location as written since read checks came in;
 // locationLenV1 one written before, without its checksum (still read:
 // such content is checked against its BLAKE3 hash instead).
@@ -68,6 +72,9 @@ func decodeLocation(b []byte) (location, error) {
 		l.sum = binary.BigEndian.Uint32(b[17:])
 	} else if l.flags&flagSum != 0 {
 		return location{}, fmt.Errorf("store: location of %d bytes claims a checksum: %w", len(b), ErrCorrupt)
+	}
+	if l.n > maxStored { // a damaged length must not become an allocation
+		return location{}, fmt.Errorf("store: location claims %d stored bytes for one block: %w", l.n, ErrCorrupt)
 	}
 	return l, nil
 }
