@@ -221,7 +221,8 @@ func TestSilentClientDropped(t *testing.T) {
 	if !strings.Contains(resp.Error, "no request within") {
 		t.Fatalf("silent client answered %+v", resp)
 	}
-	if took := time.Since(start); took < timeout || took > 3*time.Second {
+	// The server's clock starts at accept, a moment before ours: not exact.
+	if took := time.Since(start); took < timeout-50*time.Millisecond || took > 3*time.Second {
 		t.Fatalf("dropped after %v, want about %v", took, timeout)
 	}
 	if _, err := bufio.NewReader(c).ReadByte(); err == nil {
