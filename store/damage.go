@@ -64,8 +64,10 @@ var (
 )
 
 // checkSegments refuses a repository whose index references a segment file
-// (or an index table) that is missing or shorter than recorded: a writer
-// would otherwise re-create or extend it and serve zeros as history. Readers go
+// that is missing or shorter than recorded, or a records.log shorter than
+// the index holds: a writer would otherwise re-create or extend it and serve
+// zeros as history. (Index tables missing or short pebble's own open
+// refuses: indexOpenError.) Readers go
 // on without this check, failing only the blocks that lie in the damage.
 func (r *Repo) checkSegments() error {
 	var errs []error
@@ -92,13 +94,6 @@ func (r *Repo) checkSegments() error {
 	if err != nil {
 		return fmt.Errorf("store: check segments: %w", err)
 	}
-	bad, err := r.indexFileProblems()
-	if err != nil {
-		return err
-	}
-	for _, b := range bad {
-		errs = append(errs, errors.New(b))
-	}
 	if n, err := r.getU64(metaRecords); err != nil {
 		return err
 	} else if fi, err := os.Stat(filepath.Join(r.dir, recordsFile)); n > 0 && (err != nil || uint64(fi.Size()) < n) {
@@ -109,36 +104,6 @@ func (r *Repo) checkSegments() error {
 			ErrCorrupt, errors.Join(errs...), r.dir)
 	}
 	return nil
-}
-
-// indexFileProblems lists the index's table files that are missing or
-// shorter than the index's manifest records: pebble would only notice when
-// a read reaches them, and a writer must not build on them.
-func (r *Repo) indexFileProblems() ([]string, error) {
-	levels, err := r.db.SSTables()
-	if err != nil {
-		return nil, fmt.Errorf("store: list index tables: %w", err)
-	}
-	dir := filepath.Join(r.dir, "db")
-	if r.private != "" { // a view: its links to the writer's tables
-		dir = r.private
-	}
-	var out []string
-	for _, tables := range levels {
-		for _, t := range tables {
-			name := fmt.Sprintf("index table %06d.sst", uint64(t.BackingSSTNum))
-			fi, err := os.Stat(filepath.Join(dir, fmt.Sprintf("%06d.sst", uint64(t.BackingSSTNum))))
-			switch {
-			case errors.Is(err, fs.ErrNotExist):
-				out = append(out, name+" is missing")
-			case err != nil:
-				return nil, err
-			case !t.Virtual && uint64(fi.Size()) < t.Size:
-				out = append(out, fmt.Sprintf("%s holds %d bytes, less than the %d the index records", name, fi.Size(), t.Size))
-			}
-		}
-	}
-	return out, nil
 }
 
 // indexOpenError says what pebble found when the index would not open; a
@@ -173,12 +138,10 @@ func CheckWriterIndex(dir string) (problems []string, ok bool, err error) {
 	defer cache.Unref()
 	po := pebbleOptions(Options{ReadOnly: true}, cache)
 	po.ErrorIfNotExists = true
+	// pebble checks every table's presence and size as it opens.
 	db, err := pebble.Open(filepath.Join(dir, "db"), po)
 	if err != nil {
 		return []string{indexOpenError(dir, err).Error()}, true, nil
 	}
-	defer db.Close()
-	r := &Repo{dir: dir, db: db}
-	problems, err = r.indexFileProblems()
-	return problems, true, err
+	return nil, true, db.Close()
 }

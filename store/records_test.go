@@ -68,6 +68,27 @@ func (c *recordsCase) snapshot(t *testing.T) {
 	slices.Sort(c.marks)
 }
 
+// newRecordsCase makes a repository, takes its first step, and returns it
+// with a copy of its index as it stood then.
+func newRecordsCase(t *testing.T) (*recordsCase, string) {
+	t.Helper()
+	c := &recordsCase{dir: t.TempDir(), start: time.Now().Add(-time.Hour).Truncate(time.Minute)}
+	if err := Init(c.dir); err != nil {
+		t.Fatal(err)
+	}
+	c.step(t, 0)
+	old := filepath.Join(t.TempDir(), "db")
+	copyDir(t, filepath.Join(c.dir, "db"), old)
+	return c, old
+}
+
+func copyDir(t *testing.T, from, to string) {
+	t.Helper()
+	if out, err := exec.Command("cp", "-a", from, to).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+}
+
 func (c *recordsCase) step(t *testing.T, i int) {
 	t.Helper()
 	r, err := Open(c.dir, Options{})
@@ -126,15 +147,7 @@ func (c *recordsCase) step(t *testing.T, i int) {
 func TestLostIndexTail(t *testing.T) {
 	for _, how := range []string{"older index", "garbled WAL", "index rebuilt"} {
 		t.Run(how, func(t *testing.T) {
-			c := &recordsCase{dir: t.TempDir(), start: time.Now().Add(-time.Hour).Truncate(time.Minute)}
-			if err := Init(c.dir); err != nil {
-				t.Fatal(err)
-			}
-			c.step(t, 0)
-			old := filepath.Join(t.TempDir(), "db")
-			if out, err := exec.Command("cp", "-a", filepath.Join(c.dir, "db"), old).CombinedOutput(); err != nil {
-				t.Fatalf("cp: %v %s", err, out)
-			}
+			c, old := newRecordsCase(t)
 			// want is an unharmed twin: the same steps at the same times
 			// (a snapshot opens the writer, which moves the WAL to tables).
 			twin := &recordsCase{dir: t.TempDir(), start: c.start}
@@ -166,9 +179,7 @@ func TestLostIndexTail(t *testing.T) {
 				}
 			} else if how == "older index" {
 				os.RemoveAll(filepath.Join(c.dir, "db"))
-				if out, err := exec.Command("cp", "-a", old, filepath.Join(c.dir, "db")).CombinedOutput(); err != nil {
-					t.Fatalf("cp: %v %s", err, out)
-				}
+				copyDir(t, old, filepath.Join(c.dir, "db"))
 			} else {
 				// The newest WAL garbled from its middle on: pebble takes
 				// the damage for the log's end and drops what follows.
@@ -211,23 +222,13 @@ func TestLostIndexTail(t *testing.T) {
 // TestLostRecordsRefused: records.log missing or shorter than the index
 // records is refused (ErrCorrupt); so is a rebuild without records.log.
 func TestLostRecordsRefused(t *testing.T) {
-	c := &recordsCase{dir: t.TempDir(), start: time.Now().Add(-time.Hour).Truncate(time.Minute)}
-	if err := Init(c.dir); err != nil {
-		t.Fatal(err)
-	}
-	c.step(t, 0)
-	old := filepath.Join(t.TempDir(), "db")
-	if out, err := exec.Command("cp", "-a", filepath.Join(c.dir, "db"), old).CombinedOutput(); err != nil {
-		t.Fatalf("cp: %v %s", err, out)
-	}
+	c, old := newRecordsCase(t)
 	fi, _ := os.Stat(filepath.Join(c.dir, recordsFile))
 	for i := 1; i < 4; i++ {
 		c.step(t, i)
 	}
 	os.RemoveAll(filepath.Join(c.dir, "db"))
-	if out, err := exec.Command("cp", "-a", old, filepath.Join(c.dir, "db")).CombinedOutput(); err != nil {
-		t.Fatalf("cp: %v %s", err, out)
-	}
+	copyDir(t, old, filepath.Join(c.dir, "db"))
 	os.Truncate(filepath.Join(c.dir, recordsFile), fi.Size()-1) // shorter than even the old index records
 	if _, err := Open(c.dir, Options{}); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("open with records.log shorter than the index records: %v", err)

@@ -271,15 +271,10 @@ func (n *node) create(name string, mk func() (*fs.Inode, syscall.Errno)) (*fs.In
 		return nil, e
 	}
 	ch, e := mk()
-	n.created(name, dir, e)
-	return ch, e
-}
-
-// created records a new entry name in n after a loopback call made it.
-func (n *node) created(name string, dir uint64, e syscall.Errno) {
 	if e == 0 {
 		n.c.record(nsop{kind: nsCreate, dirs: []uint64{dir}, path: n.c.rel(n.child(name))})
 	}
+	return ch, e
 }
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
@@ -295,24 +290,17 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 }
 
 func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if e := n.c.enter(); e != 0 {
-		return nil, e
-	}
-	defer n.c.mu.Unlock()
-	dir, e := n.ino()
-	if e != 0 {
-		return nil, e
-	}
-	t, ok := target.(*node)
-	if !ok {
-		return nil, syscall.EXDEV
-	}
-	ch, e := n.LoopbackNode.Link(ctx, t.LoopbackNode, name, out)
-	if e == 0 {
-		out.Attr.Size = n.size(out.Attr.Ino, out.Attr.Size)
-	}
-	n.created(name, dir, e)
-	return ch, e
+	return n.create(name, func() (*fs.Inode, syscall.Errno) {
+		t, ok := target.(*node)
+		if !ok {
+			return nil, syscall.EXDEV
+		}
+		ch, e := n.LoopbackNode.Link(ctx, t.LoopbackNode, name, out)
+		if e == 0 {
+			out.Attr.Size = n.size(out.Attr.Ino, out.Attr.Size)
+		}
+		return ch, e
+	})
 }
 
 // Unlink moves the entry to the trash, so that a cut can put it back.
