@@ -192,7 +192,8 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 // admit checks a new connection's peer and the caps. It returns a name for
 // the peer in log lines and true when the connection is to be served,
 // holding a connection slot and a handshake slot; otherwise it has closed
-// the connection and logged why (at a bounded rate).
+// the connection and logged why (at a bounded rate), logging first so that
+// the line exists by the time the peer sees its connection end.
 func (s *Server) admit(nc net.Conn) (peer string, ok bool) {
 	if a := nc.RemoteAddr(); a != nil {
 		peer = a.String()
@@ -200,12 +201,12 @@ func (s *Server) admit(nc net.Conn) (peer string, ok bool) {
 	cred, err := peerCred(nc)
 	switch {
 	case err != nil:
-		nc.Close()
 		s.refusals.log("refused: no peer credentials", "nbd: refused a connection: %v", err)
+		nc.Close()
 		return peer, false
 	case cred != nil && !s.opt.AllowUID(cred.Uid):
-		nc.Close()
 		s.refusals.log("refused: not the owner", "nbd: refused a connection from uid %d (pid %d): that user may not use this server (by default it serves its own uid %d and root)", cred.Uid, cred.Pid, os.Geteuid())
+		nc.Close()
 		return peer, false
 	case cred != nil:
 		peer = fmt.Sprintf("uid %d pid %d", cred.Uid, cred.Pid)
@@ -213,16 +214,16 @@ func (s *Server) admit(nc net.Conn) (peer string, ok bool) {
 	select {
 	case s.conns <- struct{}{}:
 	default:
-		nc.Close()
 		s.refusals.log("refused: too many connections", "nbd: %s: refused: %d connections already served (the cap)", peer, s.opt.MaxConns)
+		nc.Close()
 		return peer, false
 	}
 	select {
 	case s.handshakes <- struct{}{}:
 	default:
 		<-s.conns
-		nc.Close()
 		s.refusals.log("refused: too many handshakes", "nbd: %s: refused: %d connections already in the handshake (the cap)", peer, s.opt.MaxHandshakes)
+		nc.Close()
 		return peer, false
 	}
 	return peer, true
