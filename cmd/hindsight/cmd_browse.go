@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/hindsight-cdp/hindsight/cdp"
-	rcv "github.com/hindsight-cdp/hindsight/cdp/recover"
 	"github.com/hindsight-cdp/hindsight/cdp/timespec"
+	"github.com/hindsight-cdp/hindsight/recovery"
 	"github.com/hindsight-cdp/hindsight/store"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
@@ -53,7 +53,7 @@ without them.`,
 			if err := needArgs(c, 1, "a DISK"); err != nil {
 				return err
 			}
-			return withInstant(c, c.String("at"), c.String("root"), func(in *rcv.Instant) error {
+			return withInstant(c, c.String("at"), c.String("root"), func(in *recovery.Instant) error {
 				if err := printInstant(c, in); err != nil {
 					return err
 				}
@@ -75,7 +75,7 @@ without them.`,
 // mounts that instant under root/<disk>@<instant> ("" root: a private
 // directory) and runs fn; everything is unmounted afterwards, also when fn
 // fails or the command is interrupted.
-func withInstant(c *cli.Context, at, root string, fn func(in *rcv.Instant) error) error {
+func withInstant(c *cli.Context, at, root string, fn func(in *recovery.Instant) error) error {
 	dir, err := repoDir(c)
 	if err != nil {
 		return err
@@ -97,28 +97,28 @@ func withInstant(c *cli.Context, at, root string, fn func(in *rcv.Instant) error
 		return err
 	}
 	defer live.Close()
-	opt := rcv.Options{Logf: stderrf}
+	opt := recovery.Options{Logf: stderrf}
 	if root != "" {
 		if err := os.MkdirAll(root, 0o700); err != nil {
 			return err
 		}
 		opt.Dir = filepath.Join(root, d.Name+"@"+timespec.Format(inst.Point.Time))
 	}
-	in, err := rcv.Open(c.Context, live, d, inst.Point, opt)
+	in, err := recovery.Open(c.Context, live, d, inst.Point, opt)
 	if err != nil {
 		return err
 	}
 	return joinClose(fn(in), in.Close)
 }
 
-func printInstant(c *cli.Context, in *rcv.Instant) error {
+func printInstant(c *cli.Context, in *recovery.Instant) error {
 	if c.Bool("json") {
 		return printJSON(c, in)
 	}
 	var rows [][]string
 	for _, p := range in.Parts {
 		where, note := p.Dir, p.Error
-		if p.Status != rcv.StatusMounted {
+		if p.Status != recovery.StatusMounted {
 			where = p.Name + " (" + p.Status + ")"
 		}
 		typ := p.FS.Type

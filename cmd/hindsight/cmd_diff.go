@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"strconv"
 
-	rcv "github.com/hindsight-cdp/hindsight/cdp/recover"
+	"github.com/hindsight-cdp/hindsight/recovery"
 	"github.com/urfave/cli/v2"
 )
 
@@ -25,17 +25,17 @@ machine saw them (from its /etc/fstab), or pN:/path.`,
 			if err := needArgs(c, 1, "a DISK"); err != nil {
 				return err
 			}
-			return withInstant(c, c.String("from"), "", func(a *rcv.Instant) error {
-				return withInstant(c, c.String("to"), "", func(b *rcv.Instant) error {
-					changes, err := rcv.Diff(c.Context, a, b)
+			return withInstant(c, c.String("from"), "", func(a *recovery.Instant) error {
+				return withInstant(c, c.String("to"), "", func(b *recovery.Instant) error {
+					changes, err := recovery.Diff(c.Context, a, b)
 					if err != nil {
 						return err
 					}
 					if c.Bool("json") {
 						return printJSON(c, struct {
-							From    any          `json:"from"`
-							To      any          `json:"to"`
-							Changes []rcv.Change `json:"changes"`
+							From    any               `json:"from"`
+							To      any               `json:"to"`
+							Changes []recovery.Change `json:"changes"`
 						}{a.Point, b.Point, nonNil(changes)})
 					}
 					rows := make([][]string, 0, len(changes))
@@ -60,9 +60,9 @@ func size(n *int64) string {
 	return strconv.FormatInt(*n, 10)
 }
 
-func nonNil(cs []rcv.Change) []rcv.Change {
+func nonNil(cs []recovery.Change) []recovery.Change {
 	if cs == nil {
-		return []rcv.Change{}
+		return []recovery.Change{}
 	}
 	return cs
 }

@@ -6,7 +6,7 @@ import (
 	"sort"
 	"time"
 
-	rcv "github.com/hindsight-cdp/hindsight/cdp/recover"
+	"github.com/hindsight-cdp/hindsight/recovery"
 	"github.com/hindsight-cdp/hindsight/store"
 	"github.com/urfave/cli/v2"
 )
@@ -30,7 +30,7 @@ every bookmark and at up to --samples points, and the output says so.`,
 			&cli.IntFlag{Name: "samples", Value: 20, Usage: "points to sample where there is no block-level history"},
 		},
 		Action: func(c *cli.Context) error {
-			var res rcv.HistoryResult
+			var res recovery.HistoryResult
 			var d store.Disk
 			var from, to store.Point
 			err := withDisk(c, 2, "a DISK and a PATH", true, func(r *store.Repo, disk store.Disk) error {
@@ -56,8 +56,8 @@ every bookmark and at up to --samples points, and the output says so.`,
 				if from.Seq > to.Seq {
 					return usagef("--since %s is after --until %s", fmtTime(from.Time), fmtTime(to.Time))
 				}
-				res, err = rcv.History(c.Context, r, d, c.Args().Get(1), from, to)
-				if errors.Is(err, rcv.ErrNotExt) {
+				res, err = recovery.History(c.Context, r, d, c.Args().Get(1), from, to)
+				if errors.Is(err, recovery.ErrNotExt) {
 					return samplePoints(r, d, from, to, c.Int("samples"), &res)
 				}
 				return err
@@ -65,7 +65,7 @@ every bookmark and at up to --samples points, and the output says so.`,
 			if err != nil {
 				return err
 			}
-			if res.Method == rcv.MethodSampled {
+			if res.Method == recovery.MethodSampled {
 				points := res.Versions // samplePoints left the points to read here
 				res.Versions = nil
 				var ps []store.Point
@@ -108,7 +108,7 @@ every bookmark and at up to --samples points, and the output says so.`,
 // samplePoints picks the instants a sampled history reads: every bookmark
 // in [from, to], from, to, and up to n points spread evenly between. They
 // are handed back in res.Versions (Seq and Time only).
-func samplePoints(r *store.Repo, d store.Disk, from, to store.Point, n int, res *rcv.HistoryResult) error {
+func samplePoints(r *store.Repo, d store.Disk, from, to store.Point, n int, res *recovery.HistoryResult) error {
 	ps, err := r.Points(d.Timeline, from.Time, to.Time, 100000)
 	if err != nil {
 		return err
@@ -129,21 +129,21 @@ func samplePoints(r *store.Repo, d store.Disk, from, to store.Point, n int, res 
 			}
 		}
 	}
-	res.Method, res.Versions = rcv.MethodSampled, nil
+	res.Method, res.Versions = recovery.MethodSampled, nil
 	for _, p := range pick {
-		res.Versions = append(res.Versions, rcv.Version{Seq: p.Seq, Time: p.Time})
+		res.Versions = append(res.Versions, recovery.Version{Seq: p.Seq, Time: p.Time})
 	}
 	sort.Slice(res.Versions, func(i, j int) bool { return res.Versions[i].Seq < res.Versions[j].Seq })
 	return nil
 }
 
-func sampledHistory(c *cli.Context, d store.Disk, points []store.Point) (rcv.HistoryResult, error) {
+func sampledHistory(c *cli.Context, d store.Disk, points []store.Point) (recovery.HistoryResult, error) {
 	live, err := openLive(c)
 	if err != nil {
-		return rcv.HistoryResult{}, err
+		return recovery.HistoryResult{}, err
 	}
 	defer live.Close()
-	return rcv.HistorySampled(c.Context, c.Args().Get(1), points, func(p store.Point) (*rcv.Instant, error) {
-		return rcv.Open(c.Context, live, d, p, rcv.Options{Logf: stderrf})
+	return recovery.HistorySampled(c.Context, c.Args().Get(1), points, func(p store.Point) (*recovery.Instant, error) {
+		return recovery.Open(c.Context, live, d, p, recovery.Options{Logf: stderrf})
 	})
 }

@@ -3,7 +3,7 @@ package main
 import (
 	"fmt"
 
-	rcv "github.com/hindsight-cdp/hindsight/cdp/recover"
+	"github.com/hindsight-cdp/hindsight/recovery"
 	"github.com/hindsight-cdp/hindsight/store"
 	"github.com/urfave/cli/v2"
 )
@@ -52,21 +52,21 @@ missing, exists, error), "files", "bytes", "error", "skipped": [...],
 				return usagef("restore takes a DISK and one or more PATHs; see 'hindsight restore --help'")
 			}
 			paths := c.Args().Slice()[1:]
-			return withInstant(c, c.String("at"), "", func(in *rcv.Instant) error {
-				res, err := in.Restore(c.Context, paths, rcv.RestoreOptions{
+			return withInstant(c, c.String("at"), "", func(in *recovery.Instant) error {
+				res, err := in.Restore(c.Context, paths, recovery.RestoreOptions{
 					To: c.String("to"), Overwrite: c.Bool("overwrite"), PreserveSpecial: c.Bool("preserve-special")})
 				if err != nil {
 					return err
 				}
 				if c.Bool("json") {
 					perr := printJSON(c, struct {
-						Disk    string           `json:"disk"`
-						Point   store.Point      `json:"point"`
-						To      string           `json:"to"`
-						Results []rcv.PathResult `json:"results"`
+						Disk    string                `json:"disk"`
+						Point   store.Point           `json:"point"`
+						To      string                `json:"to"`
+						Results []recovery.PathResult `json:"results"`
 						// How each partition was mounted (method cow-clone: its
 						// journal was replayed on a disposable clone).
-						Partitions []*rcv.Part `json:"partitions"`
+						Partitions []*recovery.Part `json:"partitions"`
 					}{in.Disk.Name, in.Point, c.String("to"), res, in.Parts})
 					if perr != nil {
 						return perr
@@ -75,7 +75,7 @@ missing, exists, error), "files", "bytes", "error", "skipped": [...],
 					var rows [][]string
 					for _, r := range res {
 						note := r.Error
-						if r.Status == rcv.Restored {
+						if r.Status == recovery.Restored {
 							note = fmt.Sprintf("%d entries, %s → %s", r.Files, humanBytes(r.Bytes), r.Target)
 							if len(r.Skipped)+len(r.Stripped) > 0 {
 								note += fmt.Sprintf(" (%d skipped, %d stripped of setuid/setgid/capabilities: --json lists them)", len(r.Skipped), len(r.Stripped))
@@ -95,18 +95,18 @@ missing, exists, error), "files", "bytes", "error", "skipped": [...],
 
 // restoreOutcome turns per-path results into the command's exit: an error
 // first (1), then targets that exist (4), then missing paths (2).
-func restoreOutcome(res []rcv.PathResult) error {
+func restoreOutcome(res []recovery.PathResult) error {
 	n := map[string]int{}
 	for _, r := range res {
 		n[r.Status]++
 	}
 	switch {
-	case n[rcv.Failed] > 0:
-		return fmt.Errorf("%d of %d paths failed", n[rcv.Failed], len(res))
-	case n[rcv.Exists] > 0:
-		return busy(fmt.Errorf("%d of %d paths exist in the target (use --overwrite)", n[rcv.Exists], len(res)))
-	case n[rcv.Missing] > 0:
-		return usagef("%d of %d paths are not in the image at that instant", n[rcv.Missing], len(res))
+	case n[recovery.Failed] > 0:
+		return fmt.Errorf("%d of %d paths failed", n[recovery.Failed], len(res))
+	case n[recovery.Exists] > 0:
+		return busy(fmt.Errorf("%d of %d paths exist in the target (use --overwrite)", n[recovery.Exists], len(res)))
+	case n[recovery.Missing] > 0:
+		return usagef("%d of %d paths are not in the image at that instant", n[recovery.Missing], len(res))
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package recover
+package recovery
 
 import (
 	"errors"
@@ -14,7 +14,7 @@ import (
 // ErrEscape: a path resolved to somewhere outside the image's root. The
 // kernel's RESOLVE_IN_ROOT makes this impossible; the check stays as a
 // second guard.
-var ErrEscape = errors.New("recover: path leaves the image root")
+var ErrEscape = errors.New("recovery: path leaves the image root")
 
 // cleanPath makes p absolute and lexically clean: "../../x" is "/x", as a
 // process chrooted into the image would see it.

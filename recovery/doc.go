@@ -1,7 +1,11 @@
-// Package recover is file-level recovery from Hindsight's journal: it mounts
+// Package recovery is file-level recovery from Hindsight's journal: it mounts
 // an instant of a disk read-only (Open), copies files out of it safely
 // (Restore), compares two instants (Diff), and finds the instants at which a
 // file's content changed from the block journal (History).
+//
+// It sits above fs/, beside vsphere, not inside the engine (cdp/): it mounts
+// the FUSE tree and attaches loop devices, so it depends on fs/ and the
+// kernel, while nothing under cdp/ or store/ may import fs/.
 //
 // # Mounting an instant
 //
@@ -62,10 +66,10 @@
 //
 // For ext2/3/4, a file's blocks (its inode's table block, extent tree and
 // data, and the directories on its path) are found by a small reader of the
-// on-disk format (package cdp/recover/ext4) reading the journal directly;
+// on-disk format (package recovery/ext4) reading the journal directly;
 // only the version records of those blocks are then read
 // (store.Repo.BlockVersions), the file is re-resolved wherever one of them
 // changed, and instants whose BLAKE3 of the content is unchanged collapse.
 // Other filesystems fall back to mounting sampled instants (bookmarks and
 // points), and say so.
-package recover
+package recovery

@@ -1,4 +1,4 @@
-package recover
+package recovery
 
 import (
 	"context"
@@ -10,8 +10,8 @@ import (
 	"slices"
 	"time"
 
-	"github.com/hindsight-cdp/hindsight/cdp/recover/ext4"
 	"github.com/hindsight-cdp/hindsight/fs/partition"
+	"github.com/hindsight-cdp/hindsight/recovery/ext4"
 	"github.com/hindsight-cdp/hindsight/store"
 	"github.com/zeebo/blake3"
 )
@@ -67,7 +67,7 @@ type HistoryResult struct {
 const maxHistoryFile = 4 << 30
 
 // ErrNotExt: History by the block journal needs ext2/3/4.
-var ErrNotExt = errors.New("recover: history from the block journal needs ext2/3/4")
+var ErrNotExt = errors.New("recovery: history from the block journal needs ext2/3/4")
 
 // History lists the points in [from, to] at which the content of the file
 // at image path p of disk d changed, read from the block journal: the file's
