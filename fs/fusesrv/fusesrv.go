@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -168,10 +169,58 @@ func (s *Server) Unmount() error {
 	default:
 	}
 	if err := s.srv.Unmount(); err != nil {
+		if !errors.Is(err, syscall.EBUSY) && strings.Contains(strings.ToLower(err.Error()), syscall.EBUSY.Error()) {
+			// go-fuse falls back to fusermount3 -u, whose error is
+			// its message: make it the errno callers can test.
+			err = syscall.EBUSY
+		}
+		if s.uring {
+			return err // fuseuring's error names the mount point
+		}
 		return fmt.Errorf("unmount %s: %w", s.dir, err)
 	}
 	<-s.stopped
 	return nil
+}
+
+// UnmountTimeout is how long a busy mount is waited for by default: long
+// enough for a user to close a file and for the kernel to let go of a loop
+// device's backing file a moment after the last unmount above it, short
+// enough that a stuck shutdown says so.
+const UnmountTimeout = 30 * time.Second
+
+// UnmountWait is Unmount retried, with a short backoff, while the kernel
+// answers EBUSY (an open file, a working directory, a loop device over a
+// file of the tree), for up to timeout or until ctx ends. It then fails
+// with an error that names the mount point, says what holds it and wraps
+// EBUSY. Any other error returns at once.
+func (s *Server) UnmountWait(ctx context.Context, timeout time.Duration) error {
+	start := time.Now()
+	deadline := start.Add(timeout)
+	delay := 10 * time.Millisecond
+	logged := false
+	for {
+		err := s.Unmount()
+		if err == nil || !errors.Is(err, syscall.EBUSY) {
+			return err
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return fmt.Errorf("%w: still in use after %v: close the files open in it and leave it (no working directory inside), unmount what is mounted from its files and detach their loop devices (losetup -j FILE), then run 'umount %s'", err, timeout, s.dir)
+		}
+		if !logged && time.Since(start) >= 2*time.Second {
+			s.logf("%s is busy: retrying unmount for up to %v", s.dir, timeout)
+			logged = true
+		}
+		t := time.NewTimer(min(delay, left))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w: still in use when given up: %w", err, context.Cause(ctx))
+		case <-t.C:
+		}
+		delay = min(2*delay, 250*time.Millisecond)
+	}
 }
 
 // Wait returns once the tree is unmounted, by Unmount, ctx, or from outside

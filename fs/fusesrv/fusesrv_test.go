@@ -11,6 +11,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -117,5 +118,77 @@ func TestDevFuse(t *testing.T) {
 	_, srv := mountHello(t, Config{Name: "test"})
 	if srv.IOUring() {
 		t.Error("served over io_uring without asking")
+	}
+}
+
+// TestUnmountWait: a mount kept busy by an open file is not unmounted; the
+// error says so, names the mount point and wraps EBUSY, after the timeout.
+// Once the file is closed (while UnmountWait retries), it is unmounted.
+func TestUnmountWait(t *testing.T) {
+	for _, uring := range []bool{false, true} {
+		t.Run(fmt.Sprintf("iouring=%v", uring), func(t *testing.T) {
+			if uring {
+				if err := fuseuring.Available(); err != nil && !errors.Is(err, fuseuring.ErrSwitchOff) {
+					t.Skip(err)
+				}
+			}
+			var log logLines
+			dir, srv := mountHello(t, Config{Name: "test", IOUring: uring, Logf: log.logf})
+			if srv.IOUring() != uring {
+				t.Fatalf("IOUring() = %v, asked %v; log: %q", srv.IOUring(), uring, log.lines)
+			}
+			f, err := os.Open(filepath.Join(dir, "hello"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			closed := make(chan struct{})
+			t.Cleanup(func() {
+				select {
+				case <-closed:
+				default:
+					f.Close()
+				}
+			})
+
+			const short = 300 * time.Millisecond
+			start := time.Now()
+			err = srv.UnmountWait(context.Background(), short)
+			took := time.Since(start)
+			t.Logf("busy: %v", err)
+			if !errors.Is(err, syscall.EBUSY) {
+				t.Fatalf("UnmountWait with a file open: %v, want EBUSY", err)
+			}
+			for _, want := range []string{dir, "still in use after 300ms", "umount " + dir} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not say %q", err, want)
+				}
+			}
+			if took < short || took > short+2*time.Second {
+				t.Errorf("UnmountWait gave up after %v, timeout %v", took, short)
+			}
+			if !IsMountPoint(dir) {
+				t.Fatal("unmounted although a file was open")
+			}
+
+			// A cancelled ctx ends the wait at once.
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			if err := srv.UnmountWait(ctx, time.Minute); !errors.Is(err, syscall.EBUSY) || !errors.Is(err, context.Canceled) {
+				t.Errorf("UnmountWait with a cancelled ctx: %v, want EBUSY and context.Canceled", err)
+			}
+
+			go func() {
+				time.Sleep(500 * time.Millisecond)
+				f.Close()
+				close(closed)
+			}()
+			if err := srv.UnmountWait(context.Background(), 10*time.Second); err != nil {
+				t.Fatalf("UnmountWait after the file is closed: %v", err)
+			}
+			<-closed
+			if IsMountPoint(dir) {
+				t.Error("still mounted after UnmountWait returned nil")
+			}
+		})
 	}
 }
