@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"time"
 
 	"github.com/hindsight-cdp/hindsight/cdp"
 	"github.com/hindsight-cdp/hindsight/fs/fusesrv"
@@ -173,18 +172,9 @@ func (c *clone) file() string { return filepath.Join(c.dir, "mnt", "part.img") }
 // release unmounts the clone (after the filesystem on it; the kernel lets
 // go of the loop device's file a moment later) and drops its scratch file.
 func (c *clone) release() error {
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		err := c.srv.Unmount()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("unmount the clone: %w", err)
-		}
-		time.Sleep(100 * time.Millisecond)
+	if err := c.srv.UnmountWait(context.Background(), fusesrv.UnmountTimeout); err != nil {
+		return fmt.Errorf("clone: %w", err)
 	}
-	c.srv.Wait()
 	err := c.dev.close()
 	os.Remove(filepath.Join(c.dir, "mnt"))
 	os.Remove(c.dir)

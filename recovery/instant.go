@@ -166,18 +166,9 @@ func (in *Instant) Close() error {
 	}
 	if in.tree != nil {
 		// The kernel lets go of the loop devices' file a moment after the
-		// last unmount: retry while the tree is busy.
-		deadline := time.Now().Add(15 * time.Second)
-		for {
-			err := in.tree.Unmount()
-			if err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				errs = append(errs, err, unmount(in.treeDir, 0))
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
+		// last unmount: wait while the tree is busy, then detach it lazily.
+		if err := in.tree.UnmountWait(context.Background(), fusesrv.UnmountTimeout); err != nil {
+			errs = append(errs, err, unmount(in.treeDir, 0))
 		}
 		in.tree = nil
 	}

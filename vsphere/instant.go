@@ -264,19 +264,10 @@ func (c *Client) probe(ctx context.Context, ds *datastore, dir, vm string) error
 	return nil
 }
 
-// unmountTap unmounts a tap, retrying while the kernel says it is busy.
+// unmountTap unmounts a tap, waiting while the kernel says it is busy.
 func unmountTap(ctx context.Context, srv *fusesrv.Server) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	for {
-		err := srv.Unmount()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("vsphere: unmount: %w", err)
-		case <-time.After(200 * time.Millisecond):
-		}
+	if err := srv.UnmountWait(ctx, fusesrv.UnmountTimeout); err != nil {
+		return fmt.Errorf("vsphere: %w", err)
 	}
+	return nil
 }

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"time"
 
 	"github.com/hindsight-cdp/hindsight/fs"
 	"github.com/hindsight-cdp/hindsight/fs/fusesrv"
@@ -70,21 +68,12 @@ readable by its owner only unless --allow-other. Ends on Ctrl-C, SIGTERM or 'umo
 	}
 }
 
-// unmount retries while the mount is busy (a shell's cwd, an open file).
+// unmount unmounts after the command's context ended, waiting while the
+// mount is busy (a shell's cwd, an open file).
 func unmount(srv *fusesrv.Server, mnt string, stopped <-chan struct{}) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for {
-		err := srv.Unmount()
-		if err == nil {
-			<-stopped
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("unmount %s: %w (close what uses it, then 'umount %s')", mnt, err, mnt)
-		case <-time.After(500 * time.Millisecond):
-			fmt.Fprintf(os.Stderr, "hindsight: %s is busy, retrying unmount: %v\n", mnt, err)
-		}
+	if err := srv.UnmountWait(context.Background(), fusesrv.UnmountTimeout); err != nil {
+		return err
 	}
+	<-stopped
+	return nil
 }
