@@ -39,8 +39,12 @@ type Device struct {
 	lastWrite                      atomic.Int64 // unix nanoseconds
 	published                      atomic.Uint64
 	publishedAt                    atomic.Int64 // time of the published point, unix nanoseconds
+	durableAt                      atomic.Int64 // newest write known durable, unix nanoseconds
 	started                        time.Time
 	frontEnd                       string
+
+	// hooks, set before the device serves (SetHooks).
+	hooks Hooks
 
 	// backing, if set, is the primary disk: reads come from it and every
 	// write goes to it first, then to the journal (see Backed).
@@ -51,6 +55,18 @@ type Device struct {
 func NewDevice(r *store.Repo, d store.Disk, frontEnd string) *Device {
 	return &Device{r: r, d: d, started: time.Now(), frontEnd: frontEnd}
 }
+
+// Hooks let the process that runs a device learn of its activity without
+// polling it. Each is optional and must not block.
+type Hooks struct {
+	// Written is called after each journaled write.
+	Written func()
+	// Flushed is called after each Flush with how long it took.
+	Flushed func(time.Duration)
+}
+
+// SetHooks installs h; call it before the device serves.
+func (v *Device) SetHooks(h Hooks) { v.hooks = h }
 
 // Disk is the protected disk.
 func (v *Device) Disk() store.Disk { return v.d }
@@ -186,6 +202,9 @@ func (v *Device) write(off, n int64, src []byte) error {
 	v.bytes.Add(uint64(n))
 	v.blocks.Add(uint64(len(writes)))
 	v.lastWrite.Store(time.Now().UnixNano())
+	if v.hooks.Written != nil {
+		v.hooks.Written()
+	}
 	return nil
 }
 
@@ -219,14 +238,37 @@ func WriteZeros(w io.WriterAt, off, n int64) error {
 
 // Flush returns once every write acknowledged before it is durable.
 func (v *Device) Flush() error {
+	start := time.Now()
 	v.flushes.Add(1)
 	if v.backing != nil {
 		if err := v.backing.Sync(); err != nil {
 			return fmt.Errorf("sync backing disk of %q: %w", v.d.Name, err)
 		}
 	}
-	return v.r.Sync()
+	last := v.lastWrite.Load()
+	if err := v.r.Sync(); err != nil {
+		return err
+	}
+	v.Durable(last)
+	if v.hooks.Flushed != nil {
+		v.hooks.Flushed(time.Since(start))
+	}
+	return nil
 }
+
+// Durable records that every write up to the time last (unix nanoseconds,
+// a LastWrite read before a sync of the journal began) is durable.
+func (v *Device) Durable(last int64) {
+	for {
+		cur := v.durableAt.Load()
+		if last <= cur || v.durableAt.CompareAndSwap(cur, last) {
+			return
+		}
+	}
+}
+
+// LastWriteNano is the time of the newest write, for Durable.
+func (v *Device) LastWriteNano() int64 { return v.lastWrite.Load() }
 
 // Run syncs and publishes the journal every interval while there were
 // writes, so that a crash loses at most that much unflushed work and readers
@@ -240,13 +282,13 @@ func (v *Device) Run(ctx context.Context, interval time.Duration) error {
 		select {
 		case <-ctx.Done():
 			err := v.publish()
-			v.writeStatus(prev, prevAt, false)
+			v.WriteStatus(prev, prevAt, false)
 			return err
 		case <-t.C:
 			if err := v.publish(); err != nil {
 				return err
 			}
-			prev, prevAt = v.writeStatus(prev, prevAt, true)
+			prev, prevAt = v.WriteStatus(prev, prevAt, true)
 		}
 	}
 }
@@ -284,7 +326,10 @@ func ReadStatus(repo, disk string) (Status, error) {
 	return st, nil
 }
 
-func (v *Device) writeStatus(prev DeviceStats, prevAt time.Time, running bool) (DeviceStats, time.Time) {
+// WriteStatus writes the device's Status for 'hindsight status': its
+// counters, and its rates since prev was taken at prevAt. It returns the
+// counters and time to pass as prev next time.
+func (v *Device) WriteStatus(prev DeviceStats, prevAt time.Time, running bool) (DeviceStats, time.Time) {
 	now, cur := time.Now(), v.Stats()
 	st := Status{DeviceStats: cur, FrontEnd: v.frontEnd, PID: os.Getpid(), Running: running, Updated: now.UTC()}
 	if dt := now.Sub(prevAt).Seconds(); dt > 0 {
@@ -310,17 +355,26 @@ func (v *Device) publish() error {
 	if v.published.Load() == head {
 		return nil
 	}
+	last := v.lastWrite.Load()
 	if err := v.r.Sync(); err != nil {
 		return err
 	}
 	if err := v.r.Publish(); err != nil {
 		return err
 	}
+	v.Published(head, last)
+	return nil
+}
+
+// Published records that the journal was synced and published at head,
+// with every write up to last (a LastWriteNano read before the sync began)
+// in it: the process that runs several devices syncs once for all.
+func (v *Device) Published(head uint64, last int64) {
+	v.Durable(last)
 	if p, err := v.r.LastPoint(v.d.Timeline); err == nil {
 		v.publishedAt.Store(p.Time.UnixNano())
 	}
 	v.published.Store(head)
-	return nil
 }
 
 // DeviceStats are a capture front end's counters since it started.
@@ -331,9 +385,13 @@ type DeviceStats struct {
 	BlocksJournal uint64    `json:"blocks_journaled"`
 	Flushes       uint64    `json:"flushes"`
 	LastWrite     time.Time `json:"last_write,omitzero"`
-	Head          uint64    `json:"head"`
-	Published     uint64    `json:"published"`
-	Since         time.Time `json:"since"`
+	// LastDurable is the newest write known durable (flushed or synced by
+	// the journal's sync loop); Lag is how far LastWrite is ahead of it.
+	LastDurable time.Time     `json:"last_durable_write,omitzero"`
+	Lag         time.Duration `json:"lag_ns"`
+	Head        uint64        `json:"head"`
+	Published   uint64        `json:"published"`
+	Since       time.Time     `json:"since"`
 }
 
 // Stats reports the device's counters.
@@ -342,8 +400,15 @@ func (v *Device) Stats() DeviceStats {
 		Disk: v.d.Name, Writes: v.writes.Load(), BytesWritten: v.bytes.Load(), BlocksJournal: v.blocks.Load(),
 		Flushes: v.flushes.Load(), Head: v.r.Head(), Published: v.published.Load(), Since: v.started,
 	}
-	if t := v.lastWrite.Load(); t != 0 {
-		s.LastWrite = time.Unix(0, t).UTC()
+	last, durable := v.lastWrite.Load(), v.durableAt.Load()
+	if last != 0 {
+		s.LastWrite = time.Unix(0, last).UTC()
+	}
+	if durable != 0 {
+		s.LastDurable = time.Unix(0, durable).UTC()
+	}
+	if last > durable {
+		s.Lag = time.Duration(last - durable)
 	}
 	return s
 }

@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/hindsight-cdp/hindsight/cdp"
-	"github.com/hindsight-cdp/hindsight/cdp/control"
 	"github.com/hindsight-cdp/hindsight/cdp/quiesce"
 	"github.com/hindsight-cdp/hindsight/cdp/timespec"
+	"github.com/hindsight-cdp/hindsight/service"
 	"github.com/hindsight-cdp/hindsight/store"
 	"github.com/urfave/cli/v2"
 )
@@ -69,7 +69,7 @@ List bookmarks with 'hindsight bookmarks DISK|GROUP'.`,
 			if kind == store.KindApplication && c.IsSet("at") {
 				return usagef("--consistency application marks the present: it cannot take --at")
 			}
-			return withJournal(c, func(j control.Journal) error {
+			return withWriter(c, func(j service.Writer) error {
 				var bm store.Bookmark
 				var err error
 				if kind == store.KindApplication {
@@ -90,23 +90,10 @@ List bookmarks with 'hindsight bookmarks DISK|GROUP'.`,
 	}
 }
 
-// withJournal runs fn on the running writer's journal when a protect or
-// serve-nbd process holds the repository, else on the repository itself.
-func withJournal(c *cli.Context, fn func(control.Journal) error) error {
-	dir, err := repoDir(c)
-	if err != nil {
-		return err
-	}
-	if cl, err := control.Dial(dir); err == nil {
-		return fn(cl)
-	}
-	return withRepo(c, false, func(r *store.Repo) error { return fn(control.Local{R: r}) })
-}
-
 // quiescedBookmark freezes the target's applications and filesystems, finds
 // the newest durable write, thaws, and records the bookmark there with the
 // quiesce report. A refused freeze records nothing.
-func quiescedBookmark(c *cli.Context, j control.Journal, target, name string) (store.Bookmark, error) {
+func quiescedBookmark(c *cli.Context, j service.Writer, target, name string) (store.Bookmark, error) {
 	// Who the target is comes first: a typo must not freeze anything.
 	head, err := j.Head(c.Context, target)
 	if err != nil {

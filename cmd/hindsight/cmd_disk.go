@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/hindsight-cdp/hindsight/service"
 	"strconv"
 
 	"github.com/hindsight-cdp/hindsight/store"
@@ -55,26 +56,12 @@ The size is fixed; give it with binary units (2G = 2 GiB) and as a multiple of t
 					if err := checkDiskSize(size, bs); err != nil {
 						return err
 					}
-					return withRepo(c, false, func(r *store.Repo) error {
-						if g := c.String("group"); g != "" {
-							if _, err := r.Group(g); err != nil {
-								return err // before the disk exists: nothing to undo
-							}
-						}
-						d, err := r.CreateDisk(c.Args().First(), size, int(bs))
+					return withWriter(c, func(w service.Writer) error {
+						d, err := w.CreateDisk(c.Context, service.DiskRequest{Name: c.Args().First(), Size: size, BlockSize: int(bs),
+							Group: c.String("group"), Controller: c.String("controller")})
 						if err != nil {
 							return err
 						}
-						if g := c.String("group"); g != "" {
-							if _, err := r.JoinGroup(g, d.Name); err != nil {
-								return err
-							}
-							d.Group = g
-						}
-						if err := setController(c, r, d.Name); err != nil {
-							return err
-						}
-						d.Controller = c.String("controller")
 						if c.Bool("json") {
 							return printJSON(c, d)
 						}

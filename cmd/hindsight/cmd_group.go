@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/hindsight-cdp/hindsight/service"
 	"strings"
 
 	"github.com/hindsight-cdp/hindsight/store"
@@ -41,8 +42,8 @@ write): their history would otherwise lie on another timeline.
 					if c.NArg() < 1 {
 						return usagef("group create takes a GROUP name and its DISKs; see 'hindsight group create --help'")
 					}
-					return withRepo(c, false, func(r *store.Repo) error {
-						g, err := r.CreateGroup(c.Args().First(), c.Args().Tail())
+					return withWriter(c, func(w service.Writer) error {
+						g, err := w.CreateGroup(c.Context, c.Args().First(), c.Args().Tail())
 						if err != nil {
 							return err
 						}
@@ -58,8 +59,8 @@ write): their history would otherwise lie on another timeline.
 					if err := needArgs(c, 2, "a GROUP and a DISK"); err != nil {
 						return err
 					}
-					return withRepo(c, false, func(r *store.Repo) error {
-						g, err := r.JoinGroup(c.Args().Get(0), c.Args().Get(1))
+					return withWriter(c, func(w service.Writer) error {
+						g, err := w.JoinGroup(c.Context, c.Args().Get(0), c.Args().Get(1))
 						if err != nil {
 							return err
 						}

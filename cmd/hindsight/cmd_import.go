@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"github.com/hindsight-cdp/hindsight/service"
 	"io"
 	"os"
 	"time"
@@ -36,24 +37,31 @@ without it the point gets the time the import finishes.`,
 					return usageErr(err)
 				}
 			}
-			f, err := os.Open(c.Args().Get(1))
-			if err != nil {
-				return usageErr(err)
-			}
-			defer f.Close()
-			size, err := f.Seek(0, io.SeekEnd)
+			path, err := absPath(c.Args().Get(1))
 			if err != nil {
 				return err
 			}
-			return withDisk(c, 2, "DISK and IMAGE", false, func(r *store.Repo, d store.Disk) error {
-				update, done := progress(c, "import "+d.Name, size)
-				res, err := cdp.Import(c.Context, r, d, f, size, at, update)
+			f, err := os.Open(path) // here, so that a missing image is bad usage before anything else
+			if err != nil {
+				return usageErr(err)
+			}
+			size, err := f.Seek(0, io.SeekEnd)
+			f.Close()
+			if err != nil {
+				return err
+			}
+			return withWriter(c, func(w service.Writer) error {
+				disk := c.Args().First()
+				update, done := progress(c, "import "+disk, size)
+				res, err := w.Import(c.Context, service.ImportRequest{Disk: disk, Path: path, At: at}, update)
 				done()
 				// --at names the new point: in the future or not after the
 				// newest point it is bad input, as is an image of the wrong size.
 				switch {
 				case errors.Is(err, cdp.ErrFuture), errors.Is(err, store.ErrTimeOrder), errors.Is(err, cdp.ErrSizeMismatch):
 					return usageErr(err)
+				case errors.Is(err, store.ErrUnknownDisk):
+					return notFound(err)
 				case err != nil:
 					return err
 				}
@@ -61,7 +69,7 @@ without it the point gets the time the import finishes.`,
 					return printJSON(c, res)
 				}
 				fmt.Fprintf(c.App.Writer, "%s: point %s (seq %d): %d blocks changed, %s read\n",
-					d.Name, timespec.Format(res.Point.Time), res.Point.Seq, res.Changed, humanBytes(res.Read))
+					disk, timespec.Format(res.Point.Time), res.Point.Seq, res.Changed, humanBytes(res.Read))
 				return nil
 			})
 		},

@@ -1,22 +1,12 @@
 package main
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
-	"net"
-	"os"
 	"path/filepath"
-	"sort"
 	"strings"
-	"time"
 
-	"github.com/hindsight-cdp/hindsight/cdp"
-	"github.com/hindsight-cdp/hindsight/cdp/control"
-	"github.com/hindsight-cdp/hindsight/cdp/nbd"
-	"github.com/hindsight-cdp/hindsight/store"
+	"github.com/hindsight-cdp/hindsight/service"
 	"github.com/urfave/cli/v2"
-	"golang.org/x/sync/errgroup"
 )
 
 func cmdServeNBD() *cli.Command {
@@ -54,209 +44,32 @@ A client must choose an export within 10 s; at most 64 connections are served,
 			if c.NArg() < 1 {
 				return usagef("serve-nbd takes one or more DISKs; see 'hindsight serve-nbd --help'")
 			}
-			o := nbdOptions{
-				disks:         c.Args().Slice(),
-				insecureLocal: c.Bool("insecure-local"),
-				syncInterval:  c.Duration("sync-interval"),
+			if c.Duration("sync-interval") <= 0 {
+				return usagef("--sync-interval must be positive")
 			}
-			var err error
-			if o.tls, err = serverTLS(c.String("tls-cert"), c.String("tls-key"), c.String("tls-client-ca")); err != nil {
-				return err
+			listen := c.String("listen")
+			if listen == "" {
+				dir, err := repoDir(c)
+				if err != nil {
+					return err
+				}
+				if dir, err = absPath(dir); err != nil { // clients' URIs need it absolute
+					return err
+				}
+				listen = "unix:" + filepath.Join(dir, "run", "nbd.sock")
+			} else if strings.HasPrefix(listen, "unix:") {
+				var err error
+				if listen, err = absListen(listen); err != nil {
+					return err
+				}
 			}
-			if o.network, o.addr, err = parseListen(c.String("listen")); err != nil {
-				return err
+			spec := service.ProtectSpec{Targets: c.Args().Slice(), NBD: &service.NBDSpec{Listen: listen,
+				TLSCert: c.String("tls-cert"), TLSKey: c.String("tls-key"), TLSClientCA: c.String("tls-client-ca"), InsecureLocal: c.Bool("insecure-local")}}
+			if c.Bool("insecure-local") && !strings.HasPrefix(listen, "unix:") && c.String("tls-client-ca") == "" {
+				fmt.Fprintf(c.App.ErrWriter, "hindsight: warning: --insecure-local: every local user can read and write %s over TCP at %s; the default Unix socket serves only you\n",
+					strings.Join(spec.Targets, ", "), strings.TrimPrefix(listen, "tcp:"))
 			}
-			if err := o.check(); err != nil {
-				return err
-			}
-			if o.network == "tcp" && (o.tls == nil || o.tls.ClientCAs == nil) { // check let it through: --insecure-local on loopback
-				fmt.Fprintf(c.App.ErrWriter, "hindsight: warning: --insecure-local: every local user can read and write %s over TCP at %s; the default Unix socket serves only you\n", strings.Join(o.disks, ", "), o.addr)
-			}
-			return withRepo(c, false, func(r *store.Repo) error { return runServeNBD(c, r, o) })
+			return protect(c, spec)
 		},
 	}
-}
-
-// nbdOptions is what serve-nbd was asked to do.
-type nbdOptions struct {
-	disks         []string
-	network, addr string // "unix" and a path ("" for R/run/nbd.sock), or "tcp" and HOST:PORT
-	tls           *tls.Config
-	insecureLocal bool
-	syncInterval  time.Duration
-}
-
-// parseListen splits --listen into a network and an address: unix:PATH,
-// tcp:HOST:PORT or HOST:PORT; empty is the repository's default socket.
-func parseListen(s string) (network, addr string, err error) {
-	switch {
-	case s == "":
-		return "unix", "", nil
-	case strings.HasPrefix(s, "unix:"):
-		p := strings.TrimPrefix(s, "unix:")
-		if p == "" {
-			return "", "", usagef("--listen unix: needs a socket path, e.g. unix:/run/hindsight/nbd.sock")
-		}
-		if p, err = filepath.Abs(p); err != nil { // clients' URIs need it absolute
-			return "", "", usageErr(err)
-		}
-		return "unix", p, nil
-	}
-	addr = strings.TrimPrefix(s, "tcp:")
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return "", "", usagef("--listen %s: want unix:PATH, or HOST:PORT for TCP (%v)", s, err)
-	}
-	return "tcp", addr, nil
-}
-
-// check refuses TCP that any local user (or anyone) could use unasked.
-func (o nbdOptions) check() error {
-	clientCerts := o.tls != nil && o.tls.ClientCAs != nil
-	switch {
-	case o.network == "unix" && o.insecureLocal:
-		return usagef("--insecure-local is for TCP on loopback; the Unix socket needs no such exception")
-	case o.network == "unix", clientCerts:
-		return nil
-	case !isLoopback(o.addr) && o.insecureLocal:
-		return usagef("--insecure-local is only allowed on a loopback address, not --listen %s: give --tls-cert, --tls-key and --tls-client-ca", o.addr)
-	case !isLoopback(o.addr):
-		return usagef("--listen %s is not a loopback address: give --tls-cert, --tls-key and --tls-client-ca", o.addr)
-	case !o.insecureLocal:
-		return usagef("--listen %s is TCP, which every local user can reach: give client certificates (--tls-cert, --tls-key and --tls-client-ca), "+
-			"or --insecure-local to let every local user read and write the disks, or leave out --listen for the owner-only Unix socket", o.addr)
-	}
-	return nil
-}
-
-// listen opens the endpoint: the default socket in R/run (kept 0700, as for
-// the control socket), another Unix socket, or TCP.
-func (o nbdOptions) listen(r *store.Repo) (net.Listener, error) {
-	if o.network == "tcp" {
-		return net.Listen("tcp", o.addr)
-	}
-	path := o.addr
-	if path == "" {
-		dir, err := filepath.Abs(r.Dir()) // clients' URIs need it absolute
-		if err != nil {
-			return nil, err
-		}
-		run := filepath.Join(dir, "run")
-		if err := os.MkdirAll(run, 0o700); err != nil {
-			return nil, err
-		}
-		if err := os.Chmod(run, 0o700); err != nil {
-			return nil, err
-		}
-		path = filepath.Join(run, "nbd.sock")
-	}
-	return nbd.ListenUnix(path)
-}
-
-// exportURI is the URI clients give for export name on l (libnbd and qemu
-// syntax; TLS is the nbds scheme for libnbd, a tls-creds object for qemu).
-func exportURI(l net.Listener, name string, tls bool) string {
-	scheme := "nbd"
-	if tls {
-		scheme = "nbds"
-	}
-	if a, ok := l.Addr().(*net.UnixAddr); ok {
-		return fmt.Sprintf("%s+unix:///%s?socket=%s", scheme, name, a.Name)
-	}
-	return fmt.Sprintf("%s://%s/%s", scheme, l.Addr(), name)
-}
-
-func runServeNBD(c *cli.Context, r *store.Repo, o nbdOptions) error {
-	devs := map[string]*cdp.Device{}
-	for _, name := range o.disks {
-		_, disks, err := r.Members(name) // a group serves all its disks
-		if err != nil {
-			return err
-		}
-		for _, d := range disks {
-			devs[d.Name] = cdp.NewDevice(r, d, "nbd")
-		}
-	}
-	l, err := o.listen(r)
-	if err != nil {
-		return err
-	}
-	names := make([]string, 0, len(devs))
-	for n := range devs {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	srv := nbd.NewServer(nbd.Options{
-		Exports: func(name string) (nbd.Backend, error) {
-			if d, ok := devs[name]; ok {
-				return d, nil
-			}
-			return nil, fmt.Errorf("no export %q (exports: %s)", name, strings.Join(names, ", "))
-		},
-		List: func() []string { return names },
-		TLS:  o.tls,
-		Logf: stderrf,
-	})
-	fmt.Fprintf(c.App.ErrWriter, "serving %s over NBD at %s; Ctrl-C ends it\n", strings.Join(names, ", "), l.Addr())
-	for _, n := range names {
-		fmt.Fprintf(c.App.ErrWriter, "  %s\n", exportURI(l, n, o.tls != nil))
-	}
-	ctl, err := control.Listen(r.Dir(), control.Local{R: r})
-	if err != nil {
-		l.Close()
-		return err
-	}
-	g, ctx := errgroup.WithContext(c.Context)
-	g.Go(func() error { return ctl.Serve(ctx) })
-	g.Go(func() error { return srv.Serve(ctx, l) })
-	for _, d := range devs {
-		g.Go(func() error { return d.Run(ctx, o.syncInterval) })
-	}
-	err = g.Wait()
-	for _, d := range devs {
-		if ferr := d.Flush(); err == nil {
-			err = ferr
-		}
-	}
-	return err
-}
-
-func serverTLS(cert, key, clientCA string) (*tls.Config, error) {
-	if cert == "" && key == "" {
-		if clientCA != "" {
-			return nil, usagef("--tls-client-ca needs --tls-cert and --tls-key")
-		}
-		return nil, nil
-	}
-	if cert == "" || key == "" {
-		return nil, usagef("--tls-cert and --tls-key go together")
-	}
-	pair, err := tls.LoadX509KeyPair(cert, key)
-	if err != nil {
-		return nil, usagef("load TLS certificate: %v", err)
-	}
-	conf := &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
-	if clientCA != "" {
-		pem, err := os.ReadFile(clientCA)
-		if err != nil {
-			return nil, usageErr(err)
-		}
-		conf.ClientCAs = x509.NewCertPool()
-		if !conf.ClientCAs.AppendCertsFromPEM(pem) {
-			return nil, usagef("--tls-client-ca %s: no PEM certificate in it", clientCA)
-		}
-		conf.ClientAuth = tls.RequireAndVerifyClientCert
-	}
-	return conf, nil
-}
-
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/hindsight-cdp/hindsight/service"
 
 	"github.com/hindsight-cdp/hindsight/cdp/timespec"
 	"github.com/hindsight-cdp/hindsight/store"
@@ -81,12 +82,15 @@ func exitCode(err error) int {
 func sentinelCode(err error) int {
 	switch {
 	case errors.Is(err, store.ErrUnknownDisk), errors.Is(err, store.ErrUnknownGroup),
-		errors.Is(err, store.ErrUnknownBookmark), errors.Is(err, store.ErrNoPoint):
+		errors.Is(err, store.ErrUnknownBookmark), errors.Is(err, store.ErrNoPoint),
+		errors.Is(err, service.ErrNotFound), errors.Is(err, service.ErrNoService):
 		return exitNotFound
 	case errors.Is(err, store.ErrLocked), errors.Is(err, store.ErrDiskExists),
-		errors.Is(err, store.ErrBookmarkExists), errors.Is(err, store.ErrInUse):
+		errors.Is(err, store.ErrBookmarkExists), errors.Is(err, store.ErrInUse),
+		errors.Is(err, service.ErrExists), errors.Is(err, service.ErrForeignMount), errors.Is(err, service.ErrBusy):
 		return exitBusy
-	case errors.Is(err, store.ErrBadName), errors.Is(err, store.ErrNotEmpty), errors.Is(err, timespec.ErrBadTime):
+	case errors.Is(err, store.ErrBadName), errors.Is(err, store.ErrNotEmpty), errors.Is(err, timespec.ErrBadTime),
+		errors.Is(err, service.ErrBadSpec), errors.Is(err, service.ErrBadRequest), errors.Is(err, service.ErrTooLarge):
 		return exitUsage
 	}
 	return exitFailure

@@ -1,0 +1,168 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hindsight-cdp/hindsight/cdp"
+	"github.com/hindsight-cdp/hindsight/store"
+)
+
+// Writer is what the command line asks of the repository's writer: the
+// service over its socket (Client) when one runs, else the repository
+// opened here (Local). Both run the same code: the service answers with a
+// Local of its own.
+type Writer interface {
+	// Head returns the newest point of target (a disk or a group), made
+	// durable, and target's disks.
+	Head(ctx context.Context, target string) (Head, error)
+	// Mark records bm (Name, Time, Kind, Quiesce, Files) on target's timeline.
+	Mark(ctx context.Context, target string, bm store.Bookmark) (store.Bookmark, error)
+	CreateDisk(ctx context.Context, req DiskRequest) (store.Disk, error)
+	CreateGroup(ctx context.Context, name string, disks []string) (store.Group, error)
+	JoinGroup(ctx context.Context, group, disk string) (store.Group, error)
+	// Import journals the image at req.Path as a new point of req.Disk;
+	// progress (may be nil) is told how many bytes were read.
+	Import(ctx context.Context, req ImportRequest, progress func(int64)) (cdp.ImportResult, error)
+}
+
+// Head is a target's newest durable point and what the target is.
+type Head struct {
+	Point store.Point `json:"point"`
+	Group bool        `json:"group"`
+	Disks []string    `json:"disks"`
+}
+
+// HeadRequest asks for a target's Head.
+type HeadRequest struct {
+	Target string `json:"target"`
+}
+
+// MarkRequest records a bookmark.
+type MarkRequest struct {
+	Target   string         `json:"target"`
+	Bookmark store.Bookmark `json:"bookmark"`
+}
+
+// DiskRequest creates a disk.
+type DiskRequest struct {
+	Name       string `json:"name"`
+	Size       int64  `json:"size"`
+	BlockSize  int    `json:"block_size"`
+	Group      string `json:"group,omitempty"`      // joins this group
+	Controller string `json:"controller,omitempty"` // the vSphere controller recorded for it
+}
+
+// GroupRequest creates a group of empty disks.
+type GroupRequest struct {
+	Name  string   `json:"name"`
+	Disks []string `json:"disks"`
+}
+
+// JoinRequest adds an empty disk to a group.
+type JoinRequest struct {
+	Disk string `json:"disk"`
+}
+
+// ImportRequest journals an image file or device as a new point.
+type ImportRequest struct {
+	Disk string    `json:"disk"`
+	Path string    `json:"path"` // absolute: the service opens it
+	At   time.Time `json:"at,omitzero"`
+}
+
+// Local is a Writer over a repository opened for writing.
+type Local struct{ R *store.Repo }
+
+var _ Writer = Local{}
+
+// Head syncs the journal and returns target's newest point.
+func (l Local) Head(ctx context.Context, target string) (Head, error) {
+	tl, disks, err := l.R.Members(target)
+	if err != nil {
+		return Head{}, err
+	}
+	if err := l.R.Sync(); err != nil {
+		return Head{}, err
+	}
+	p, err := l.R.LastPoint(tl)
+	if err != nil {
+		return Head{}, fmt.Errorf("%q has no point yet: %w", target, err)
+	}
+	h := Head{Point: p, Disks: []string{}}
+	for _, d := range disks {
+		h.Disks = append(h.Disks, d.Name)
+		h.Group = d.Group == target
+	}
+	return h, nil
+}
+
+// Mark records the bookmark.
+func (l Local) Mark(ctx context.Context, target string, bm store.Bookmark) (store.Bookmark, error) {
+	d, err := cdp.Owner(l.R, target)
+	if err != nil {
+		return store.Bookmark{}, err
+	}
+	return l.R.Mark(d, bm)
+}
+
+// CreateDisk creates the disk, in its group if asked.
+func (l Local) CreateDisk(ctx context.Context, req DiskRequest) (store.Disk, error) {
+	if req.Group != "" {
+		if _, err := l.R.Group(req.Group); err != nil {
+			return store.Disk{}, err // before the disk exists: nothing to undo
+		}
+	}
+	d, err := l.R.CreateDisk(req.Name, req.Size, req.BlockSize)
+	if err != nil {
+		return store.Disk{}, err
+	}
+	if req.Group != "" {
+		if _, err := l.R.JoinGroup(req.Group, d.Name); err != nil {
+			return d, err
+		}
+		d.Group = req.Group
+	}
+	if req.Controller != "" {
+		if err := l.R.SetController(d.Name, req.Controller); err != nil {
+			return d, err
+		}
+		d.Controller = req.Controller
+	}
+	return d, nil
+}
+
+// CreateGroup creates the group.
+func (l Local) CreateGroup(ctx context.Context, name string, disks []string) (store.Group, error) {
+	return l.R.CreateGroup(name, disks)
+}
+
+// JoinGroup adds disk to group.
+func (l Local) JoinGroup(ctx context.Context, group, disk string) (store.Group, error) {
+	return l.R.JoinGroup(group, disk)
+}
+
+// Import journals the image.
+func (l Local) Import(ctx context.Context, req ImportRequest, progress func(int64)) (cdp.ImportResult, error) {
+	if !filepath.IsAbs(req.Path) {
+		return cdp.ImportResult{}, fmt.Errorf("%w: image path %q must be absolute", ErrBadRequest, req.Path)
+	}
+	d, err := l.R.Disk(req.Disk)
+	if err != nil {
+		return cdp.ImportResult{}, err
+	}
+	f, err := os.Open(req.Path)
+	if err != nil {
+		return cdp.ImportResult{}, fmt.Errorf("%w: %w", ErrBadSpec, err)
+	}
+	defer f.Close()
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return cdp.ImportResult{}, err
+	}
+	return cdp.Import(ctx, l.R, d, f, size, req.At, progress)
+}
