@@ -130,4 +130,3 @@ func (r *rate) perSec(now time.Time, writes, bytes uint64) (float64, float64) {
 	}
 	return float64(writes-base.writes) / dt, float64(bytes-base.bytes) / dt
 }
-
