@@ -191,8 +191,8 @@ func (s *Service) watch(p *protection) {
 	if p.stopping() {
 		return
 	}
-	p.fail(errors.New("the front end ended on its own (unmounted from outside?)"))
-	s.log.Error("protection failed", "protection", p.spec.Name, "err", p.failure())
+	p.fail(fmt.Errorf("its front end at %s ended without unprotect (unmounted from outside?); 'hindsight unprotect %s' forgets it", p.where, p.spec.Name))
+	s.log.Warn("protection ended", "protection", p.spec.Name, "err", p.failure())
 }
 
 // Unprotect ends a protection: it is forgotten, its front end stops, and
