@@ -487,3 +487,31 @@ func TestClientRoundTrips(t *testing.T) {
 		t.Errorf("recorded after unprotect: %+v", specs)
 	}
 }
+
+// countingReader is an endless body that counts what was read of it.
+type countingReader struct{ n int64 }
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	if c.n > 64<<20 {
+		return 0, io.EOF
+	}
+	for i := range p {
+		p[i] = ' '
+	}
+	c.n += int64(len(p))
+	return len(p), nil
+}
+
+// TestDecodeReadsAtMostMaxRequest: an oversized body is refused having read
+// MaxRequest+1 bytes of it, not all of it.
+func TestDecodeReadsAtMostMaxRequest(t *testing.T) {
+	body := &countingReader{}
+	var v HeadRequest
+	err := decode(body, &v)
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("decode of an endless body: %v, want ErrTooLarge", err)
+	}
+	if body.n > MaxRequest+64<<10 {
+		t.Errorf("read %d bytes of the body; at most MaxRequest+1 (%d) needed", body.n, MaxRequest+1)
+	}
+}

@@ -35,13 +35,13 @@ func (l *logBuffer) String() string {
 
 // newTestService is a service of a new repository in a temporary
 // directory, its log in the returned buffer.
-func newTestService(t *testing.T, opt Options) (*Service, *logBuffer) {
+func newTestService(t testing.TB, opt Options) (*Service, *logBuffer) {
 	t.Helper()
 	r, _ := storetest.Repo(t)
 	return newServiceOn(t, r, opt)
 }
 
-func newServiceOn(t *testing.T, r *store.Repo, opt Options) (*Service, *logBuffer) {
+func newServiceOn(t testing.TB, r *store.Repo, opt Options) (*Service, *logBuffer) {
 	t.Helper()
 	lb := &logBuffer{}
 	opt.Logger = slog.New(slog.NewTextHandler(lb, nil))
