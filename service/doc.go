@@ -102,9 +102,10 @@
 // service: a request body longer than MaxRequest (1 MiB) is refused (413
 // too_large) once MaxRequest+1 bytes are read, never read whole; at most 32
 // connections are served at once, and one more is answered 503 busy at
-// once, before it sends anything, and closed; a request's headers and body
-// must arrive within 10 seconds, else the connection is dropped without an
-// answer; an idle keep-alive connection is closed after 30 seconds.
+// once, before it sends anything, and closed; a request must arrive whole
+// within 10 seconds: a client silent that long is dropped without an
+// answer, one whose body is still arriving gets 400 bad_request; an idle
+// keep-alive connection is closed after 30 seconds.
 //
 // # Metrics
 //
