@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -285,18 +286,24 @@ func (s *Service) ServeControl(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.serveControl(ctx, l)
+	return s.serveControl(ctx, l, controlLimits{conns: maxConns, timeout: requestTimeout})
 }
 
-func (s *Service) serveControl(ctx context.Context, l net.Listener) error {
+// controlLimits are the socket's limits; tests shorten the timeout.
+type controlLimits struct {
+	conns   int
+	timeout time.Duration
+}
+
+func (s *Service) serveControl(ctx context.Context, l net.Listener, lim controlLimits) error {
 	srv := &http.Server{
 		Handler:           s.handler(),
-		ReadHeaderTimeout: requestTimeout,
-		ReadTimeout:       requestTimeout,
+		ReadHeaderTimeout: lim.timeout,
+		ReadTimeout:       lim.timeout,
 		IdleTimeout:       30 * time.Second,
-		ErrorLog:          nil,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
-	gl := &guardedListener{Listener: l, slots: make(chan struct{}, maxConns), euid: uint32(os.Geteuid()), logf: s.logf("socket", "control")}
+	gl := &guardedListener{Listener: l, slots: make(chan struct{}, lim.conns), refusing: make(chan struct{}, lim.conns), euid: uint32(os.Geteuid()), logf: s.logf("socket", "control")}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(gl) }()
 	select {
@@ -343,10 +350,10 @@ func listenControl(dir string) (net.Listener, error) {
 // root, at most cap(slots) at once.
 type guardedListener struct {
 	net.Listener
-	slots chan struct{}
-	euid  uint32
-	logf  func(string, ...any)
-	once  sync.Once
+	slots    chan struct{}
+	refusing chan struct{} // busy answers being written
+	euid     uint32
+	logf     func(string, ...any)
 }
 
 func (g *guardedListener) Accept() (net.Conn, error) {
@@ -365,12 +372,30 @@ func (g *guardedListener) Accept() (net.Conn, error) {
 		case g.slots <- struct{}{}:
 			return &slotConn{Conn: c, release: func() { <-g.slots }}, nil
 		default:
-			c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-			b, _ := json.Marshal(errorBody{Error: ErrBusy.Error(), Kind: "busy"})
-			fmt.Fprintf(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(b), b)
-			c.Close()
+			select {
+			case g.refusing <- struct{}{}:
+				go func() { g.busy(c); <-g.refusing }()
+			default: // a flood: no answer, no goroutine
+				c.Close()
+			}
 		}
 	}
+}
+
+// busy answers 503 busy and closes c. The request the client sends is
+// drained first, for a little while: closing a socket with unread data
+// resets it, and the client would see "connection reset" instead of busy.
+func (g *guardedListener) busy(c net.Conn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	b, _ := json.Marshal(errorBody{Error: ErrBusy.Error(), Kind: "busy"})
+	if _, err := fmt.Fprintf(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(b), b); err != nil {
+		return
+	}
+	if uc, ok := c.(*net.UnixConn); ok {
+		uc.CloseWrite()
+	}
+	io.Copy(io.Discard, io.LimitReader(c, MaxRequest+64<<10))
 }
 
 // slotConn gives its slot back when closed.
