@@ -551,19 +551,9 @@ func TestServiceKill9(t *testing.T) {
 		var wg sync.WaitGroup
 		wg.Add(3)
 		n1.cycle, c1.cycle = cycle, cycle
-		go func() {
-			defer wg.Done()
-			if os.Getenv("DBG_ONLYNBD") == "" {
-				e.work(ctx, wrng)
-			}
-		}()
+		go func() { defer wg.Done(); e.work(ctx, wrng) }()
 		go func() { defer wg.Done(); svcNBDBlocks(ctx, sock, "n1", n1) }()
-		go func() {
-			defer wg.Done()
-			if os.Getenv("DBG_ONLYNBD") == "" {
-				svcTapBlocks(ctx, filepath.Join(cloneDir, "c1.img"), c1)
-			}
-		}()
+		go func() { defer wg.Done(); svcTapBlocks(ctx, filepath.Join(cloneDir, "c1.img"), c1) }()
 		load := 700*time.Millisecond + time.Duration(rng.Int64N(int64(1300*time.Millisecond)))
 		time.Sleep(load)
 		svc.kill()
