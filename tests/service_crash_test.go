@@ -695,7 +695,7 @@ func svcRates(t *testing.T, tapW *svcDirect, nbdW *svcNBD, d time.Duration) (tap
 	}()
 	wg.Wait()
 	if err := errors.Join(tapErr, nbdErr); err != nil {
-		t.Fatalf("steady workload: %v", err)
+		t.Fatalf("a steady workload stalled or failed (a misbehaving client blocks it?): %v", err)
 	}
 	return float64(tapN) / d.Seconds(), float64(nbdN) / d.Seconds()
 }
@@ -705,7 +705,9 @@ func svcRates(t *testing.T, tapW *svcDirect, nbdW *svcNBD, d time.Duration) (tap
 // sends large READs and never reads the replies. stop ends both.
 func svcMisbehave(t *testing.T, tapY, sockX string) (stop func()) {
 	t.Helper()
-	dd := exec.Command("dd", "if=/dev/zero", "of="+tapY, "bs=1M", "count=256", "oflag=direct", "status=none")
+	dd := exec.Command("dd", "if=/dev/zero", "of="+tapY, "bs=1M", "count=256", "oflag=direct", "conv=notrunc", "status=none")
+	var ddErr syncBuffer
+	dd.Stderr = &ddErr
 	if err := dd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -720,12 +722,18 @@ func svcMisbehave(t *testing.T, tapY, sockX string) (stop func()) {
 	sent := make(chan struct{})
 	go func() {
 		defer close(sent)
-		for i := 0; i < 64; i++ {
-			// 4 MiB each: the server's replies fill the socket and block.
-			if c.request(nbdCmdRead, uint64(i%16)<<22, 4<<20, nil) != nil {
-				return
-			}
+		// 4 MiB each, far more than the server takes in at once: it
+		// stops reading when its replies block, and so does this Write.
+		var reqs []byte
+		for i := uint64(0); i < 100000; i++ {
+			reqs = binary.BigEndian.AppendUint32(reqs, nbdRequestMagic)
+			reqs = binary.BigEndian.AppendUint16(reqs, 0)
+			reqs = binary.BigEndian.AppendUint16(reqs, nbdCmdRead)
+			reqs = binary.BigEndian.AppendUint64(reqs, i)
+			reqs = binary.BigEndian.AppendUint64(reqs, i%16<<22)
+			reqs = binary.BigEndian.AppendUint32(reqs, 4<<20)
 		}
+		c.nc.Write(reqs)
 	}()
 	stopped := false
 	stop = func() {
@@ -743,7 +751,7 @@ func svcMisbehave(t *testing.T, tapY, sockX string) (stop func()) {
 	time.Sleep(400 * time.Millisecond)
 	select {
 	case <-ddDone:
-		t.Fatal("dd ended before it was stopped: write more")
+		t.Fatalf("dd ended before it was stopped: %v\n%s", dd.ProcessState, ddErr.String())
 	default:
 	}
 	if st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", dd.Process.Pid)); !strings.Contains(string(st), ") T ") {
