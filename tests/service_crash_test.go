@@ -255,6 +255,18 @@ func (m *svcBlocks) next() (int64, []byte) {
 	return int64(b) * svcBlock, svcBlockBytes(m.tag, b, m.sent[b])
 }
 
+// unacked forgets the write at off from what the next flush makes
+// durable: it failed (the service was killed under it), so the block may
+// hold it or not, and check accepts either (any version at least the
+// durable one). Without this, the next cycle's first flush would claim
+// it.
+func (m *svcBlocks) unacked(off int64) { delete(m.pending, int(off/svcBlock)) }
+
+// restarted forgets the writes never flushed before a kill: they may be
+// lost (the frames and the index tail were still in the process's
+// buffers), so a flush to the next service does not make them durable.
+func (m *svcBlocks) restarted() { clear(m.pending) }
+
 // flushed records that everything written so far is durable.
 func (m *svcBlocks) flushed() {
 	for b, v := range m.pending {
@@ -426,9 +438,11 @@ func svcTapBlocks(ctx context.Context, path string, m *svcBlocks) {
 		return
 	}
 	defer fd.Close()
+	m.restarted()
 	for i := 1; ctx.Err() == nil; i++ {
 		off, p := m.next()
 		if _, err := fd.WriteAt(p, off); err != nil {
+			m.unacked(off)
 			return
 		}
 		if i%8 == 0 {
@@ -448,9 +462,11 @@ func svcNBDBlocks(ctx context.Context, sock, export string, m *svcBlocks) {
 		return
 	}
 	defer c.Close()
+	m.restarted()
 	for i := 1; ctx.Err() == nil; i++ {
 		off, p := m.next()
 		if c.write(off, p) != nil {
+			m.unacked(off)
 			return
 		}
 		if i%8 == 0 {
