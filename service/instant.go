@@ -468,20 +468,30 @@ func (s *Service) endInstants() {
 }
 
 // instantErr gives vSphere's errors the service's kinds, so that the
-// command line's exit codes work across the socket.
+// command line's exit codes work across the socket; the message stays
+// vSphere's.
 func instantErr(err error) error {
+	var kind error
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, vsphere.ErrBadInput), errors.Is(err, vsphere.ErrLogin), errors.Is(err, vsphere.ErrNoSpace):
-		return fmt.Errorf("%w: %w", ErrBadSpec, err)
+		kind = ErrBadSpec
 	case errors.Is(err, vsphere.ErrNotFound):
-		return fmt.Errorf("%w: %w", ErrNotFound, err)
+		kind = ErrNotFound
 	case errors.Is(err, vsphere.ErrExists), errors.Is(err, vsphere.ErrNotOurs), errors.Is(err, vsphere.ErrPoweredOn):
-		return fmt.Errorf("%w: %w", ErrExists, err)
+		kind = ErrExists
+	default:
+		return err
 	}
-	return err
+	return &kindError{err: err, kind: kind}
 }
+
+// kindError is err, of the service's kind too.
+type kindError struct{ err, kind error }
+
+func (e *kindError) Error() string   { return e.err.Error() }
+func (e *kindError) Unwrap() []error { return []error{e.err, e.kind} }
 
 // instantRoutes adds the instant recovery requests.
 func (s *Service) instantRoutes(mux *http.ServeMux) {

@@ -155,7 +155,7 @@ func TestVSphereInstantBesideProtection(t *testing.T) {
 	repo := newRepo(t)
 	const size = 8 << 20
 	ok(t, "--repo", repo, "disk", "create", "web", "--size", "8M")
-	start(t, nil, "--repo", repo, "serve", "--sync-interval", "100ms")
+	svc := start(t, nil, "--repo", repo, "serve", "--sync-interval", "100ms")
 	waitInstant(t, "the service", func() bool { return hs(t, "--repo", repo, "protections").code == 0 })
 	mnt := filepath.Join(work, "web")
 	ok(t, "--repo", repo, "protect", "web", "--mount", mnt)
@@ -261,6 +261,36 @@ func TestVSphereInstantBesideProtection(t *testing.T) {
 		t.Errorf("protections after the instant:\n%s", prots)
 	}
 	ok(t, "--repo", repo, "unprotect", "web")
+	// The credentials crossed the socket; the service's log never shows them.
+	if log := svc.stderr.String(); strings.Contains(log, "s3cret-pw") || !strings.Contains(log, "web-inst") {
+		t.Errorf("the service's log shows the password, or nothing of the instant:\n%s", log)
+	}
+
+	// A service killed under an instant leaves its record; the next
+	// service ends it from there: VM unregistered, dead tap detached,
+	// clone dropped.
+	ok(t, append([]string{"--repo", repo, "vsphere", "instant", "web", "--at", atSpec, "--name", "web-orphan",
+		"--pool", "/DC0/host/DC0_C0/Resources", "--nfs-datastore", "hindsight-nfs", "--nfs-dir", nfs, "--nfs-host", "127.0.0.1", "--nfs-local-path", nfs, "--memory", "256"}, conn...)...)
+	svc.kill()
+	start(t, nil, "--repo", repo, "serve")
+	waitInstant(t, "the restarted service", func() bool { return hs(t, "--repo", repo, "protections").code == 0 })
+	if r := hs(t, "--repo", repo, "vsphere", "instant-end", "web-orphan"); r.code != 2 || !strings.Contains(r.stderr, "vSphere connection") {
+		t.Errorf("instant-end of an orphan without a connection: exit %d: %s", r.code, r.stderr)
+	}
+	out = ok(t, append([]string{"--repo", repo, "--json", "vsphere", "instant-end", "web-orphan"}, conn...)...)
+	end.Unregistered, end.ClonesGone, end.By = false, nil, ""
+	if err := json.Unmarshal([]byte(out), &end); err != nil || !end.Unregistered || len(end.ClonesGone) != 1 || end.By != "here" {
+		t.Fatalf("instant-end after kill -9: %v\n%s", err, out)
+	}
+	if _, err := vc.VirtualMachine(context.Background(), "web-orphan"); err == nil {
+		t.Error("the orphaned VM is still registered in vcsim")
+	}
+	if ents, _ := os.ReadDir(nfs); len(ents) != 0 {
+		t.Errorf("left in the NFS folder after kill -9: %v", ents)
+	}
+	if disks := ok(t, "--repo", repo, "--json", "disk", "list"); strings.Contains(disks, "web-orphan") {
+		t.Errorf("the orphan's clone outlived it:\n%s", disks)
+	}
 }
 
 // instantFinder is a govmomi finder on the simulator: the test's own view of
