@@ -390,7 +390,7 @@ func (s *Service) MigrateInstant(ctx context.Context, vm string, req MigrateRequ
 // those recorded that no process serves.
 func (s *Service) Instants() []InstantStatus {
 	s.mu.Lock()
-	var out []InstantStatus
+	out := []InstantStatus{}
 	seen := map[string]bool{}
 	for name, in := range s.inst {
 		seen[name] = true
