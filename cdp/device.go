@@ -1,7 +1,6 @@
 package cdp
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -270,29 +269,6 @@ func (v *Device) Durable(last int64) {
 // LastWriteNano is the time of the newest write, for Durable.
 func (v *Device) LastWriteNano() int64 { return v.lastWrite.Load() }
 
-// Run syncs and publishes the journal every interval while there were
-// writes, so that a crash loses at most that much unflushed work and readers
-// in other processes see new points, and writes the device's Status for
-// `hindsight status`. It returns when ctx ends, after a last sync and publish.
-func (v *Device) Run(ctx context.Context, interval time.Duration) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	prev, prevAt := v.Stats(), time.Now()
-	for {
-		select {
-		case <-ctx.Done():
-			err := v.publish()
-			v.WriteStatus(prev, prevAt, false)
-			return err
-		case <-t.C:
-			if err := v.publish(); err != nil {
-				return err
-			}
-			prev, prevAt = v.WriteStatus(prev, prevAt, true)
-		}
-	}
-}
-
 // Status is what a running capture front end reports of its disk: written to
 // <repo>/run/<disk>.json every sync interval, read by `hindsight status`.
 type Status struct {
@@ -348,22 +324,6 @@ func (v *Device) WriteStatus(prev DeviceStats, prevAt time.Time, running bool) (
 		}
 	}
 	return cur, now
-}
-
-func (v *Device) publish() error {
-	head := v.r.Head()
-	if v.published.Load() == head {
-		return nil
-	}
-	last := v.lastWrite.Load()
-	if err := v.r.Sync(); err != nil {
-		return err
-	}
-	if err := v.r.Publish(); err != nil {
-		return err
-	}
-	v.Published(head, last)
-	return nil
 }
 
 // Published records that the journal was synced and published at head,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hindsight-cdp/hindsight/cdp"
 	"github.com/hindsight-cdp/hindsight/store"
+	"github.com/hindsight-cdp/hindsight/vsphere"
 )
 
 // ErrNoService: no service (nor foreground protect) listens on the
@@ -174,4 +175,34 @@ func (c *Client) JoinGroup(ctx context.Context, group, disk string) (store.Group
 func (c *Client) Import(ctx context.Context, req ImportRequest, progress func(int64)) (cdp.ImportResult, error) {
 	var res cdp.ImportResult
 	return res, c.do(ctx, http.MethodPost, "/v1/imports", req, &res)
+}
+
+// StartInstant asks the service for an instant recovery; it returns once
+// the VM is registered. The instant then runs in the service.
+func (c *Client) StartInstant(ctx context.Context, req InstantRequest) (vsphere.InstantReady, error) {
+	var rd vsphere.InstantReady
+	return rd, c.do(ctx, http.MethodPost, "/v1/instants", req, &rd)
+}
+
+// EndInstant ends the instant recovery vm, keeping its clones when keep;
+// cfg (may be nil) is needed only for an instant no process serves.
+func (c *Client) EndInstant(ctx context.Context, vm string, keep bool, cfg *vsphere.Config) (vsphere.EndResult, error) {
+	var res vsphere.EndResult
+	var body any
+	if cfg != nil {
+		body = EndInstantRequest{VSphere: cfg}
+	}
+	return res, c.do(ctx, http.MethodDelete, fmt.Sprintf("/v1/instants/%s?keep=%t", url.PathEscape(vm), keep), body, &res)
+}
+
+// MigrateInstant makes the instant VM vm permanent.
+func (c *Client) MigrateInstant(ctx context.Context, vm string, req MigrateRequest) (vsphere.Registered, error) {
+	var res vsphere.Registered
+	return res, c.do(ctx, http.MethodPost, "/v1/instants/"+url.PathEscape(vm)+"/migrate", req, &res)
+}
+
+// Instants lists the instant recoveries.
+func (c *Client) Instants(ctx context.Context) ([]InstantStatus, error) {
+	var st []InstantStatus
+	return st, c.do(ctx, http.MethodGet, "/v1/instants", nil, &st)
 }

@@ -36,8 +36,6 @@ type Options struct {
 	Record bool
 	// Logger receives the service's log; nil discards it.
 	Logger *slog.Logger
-	// Instants, when set, runs vSphere instant recoveries in the service.
-	Instants InstantRunner
 }
 
 // Service is the one writer of a repository and every front end that

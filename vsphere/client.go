@@ -19,15 +19,17 @@ import (
 
 // Config says where and how to connect. URL may carry user:password (as
 // GOVC_URL does); Username and Password, when set, take precedence.
+// It crosses the service's owner-only control socket as JSON (credentials
+// included) and is never logged.
 type Config struct {
-	URL        string // https://vcenter/sdk, or a bare host name
-	Username   string
-	Password   string
-	Insecure   bool   // skip TLS verification (--insecure)
-	CAFile     string // PEM file(s) of CAs to trust besides the system's
-	Datacenter string // inventory path or name; "" means the only one
+	URL        string `json:"url"` // https://vcenter/sdk, or a bare host name
+	Username   string `json:"username,omitempty"`
+	Password   string `json:"password,omitempty"`
+	Insecure   bool   `json:"insecure,omitempty"`   // skip TLS verification (--insecure)
+	CAFile     string `json:"ca_file,omitempty"`    // PEM file(s) of CAs to trust besides the system's
+	Datacenter string `json:"datacenter,omitempty"` // inventory path or name; "" means the only one
 	// Logf receives progress messages; it never sees credentials.
-	Logf func(format string, args ...any)
+	Logf func(format string, args ...any) `json:"-"`
 }
 
 // Client is a logged-in session with one datacenter selected.

@@ -28,31 +28,33 @@
 //
 // # Instant recovery and its processes
 //
-// The journal has one writer process per repository. ServeInstant runs in
-// that process, in the foreground (`hindsight vsphere instant`):
+// The journal has one writer per repository: the service (package service,
+// `hindsight serve`, or a foreground service of `hindsight vsphere instant`
+// when none runs). StartInstant runs in it, with the repository it writes
+// and a ServeFunc through which the service serves each clone (its devices,
+// its one publisher): this package never wires a writer of its own.
 //
 //  1. it clones each disk at the instant (store.CloneDisk: copy-on-write,
 //     the clone's writes journaled as its own, the source's history never
 //     touched);
-//  2. it creates <nfs-dir>/<vm>/ and serves each clone there through a FUSE
+//  2. it creates <nfs-dir>/<vm>/ and has each clone served there as a FUSE
 //     tap, <vm>/<disk>/<disk>-flat.vmdk (read-write) beside a read-only
 //     <disk>.vmdk descriptor; the host's .vmx, .nvram and logs are plain
 //     files in <vm>/; a probe file checks that the datastore shows the folder;
 //  3. it registers the VM from [nfs-datastore] <vm> (no copy, so it is quick
-//     whatever the disk size), powers it on if asked, and records the instant
-//     in <repo>/run/vsphere-instant/<vm>.json;
-//  4. it serves until SIGTERM or Ctrl-C, syncing and publishing the clones'
-//     journal every second, then unregisters the VM, unmounts the taps,
-//     removes the files it and the host wrote, drops the clones unless the
-//     record says keep, unmounts the datastore if it mounted it, and removes
-//     the record.
+//     whatever the disk size), powers it on if asked, records the instant
+//     in <repo>/run/vsphere-instant/<vm>.json, and returns a Running;
+//  4. Running.End unregisters the VM, stops serving the taps (their writes
+//     made durable), removes the files it and the host wrote, drops the
+//     clones unless asked to keep them, unmounts the datastore if it
+//     mounted it, and removes the record.
 //
-// `hindsight vsphere instant-end VM [--keep]` writes keep into the record,
-// sends SIGTERM to the serving process and waits for it; if that process
-// died, it does the same cleanup itself (it needs the repository's writer
-// lock then, which the dead process no longer holds). `migrate` ends the
-// serving process keeping the clones, uploads their newest state in copy
-// mode and re-creates the VM under the same name.
+// `hindsight vsphere instant-end VM [--keep]` and `migrate` ask the service
+// that runs the instant. If the process that served it died (kill -9), the
+// record stays: EndInstant ends it from the record in the next writer,
+// detaching the dead taps (it needs a vSphere connection to unregister the
+// VM). `migrate` ends the instant keeping the clones, uploads their newest
+// state in copy mode and re-creates the VM under the same name.
 //
 // # NFS for real hosts
 //

@@ -6,15 +6,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
-	"github.com/hindsight-cdp/hindsight/cdp"
 	"github.com/hindsight-cdp/hindsight/fs"
-	"github.com/hindsight-cdp/hindsight/fs/fusesrv"
 	"github.com/hindsight-cdp/hindsight/fs/image"
-	"github.com/hindsight-cdp/hindsight/fs/tap"
 	"github.com/hindsight-cdp/hindsight/store"
-	"golang.org/x/sync/errgroup"
 )
 
 // NFS says how the host reaches the folder Hindsight serves instants from.
@@ -27,17 +24,27 @@ type NFS struct {
 	LocalPath  string // HostNasVolumeSpec.localPath; "" means Datastore
 }
 
+// ServeFunc serves clone as the read-write file dir/file, beside the
+// read-only files (name → content), for the host to open over NFS;
+// allowOther lets the NFS server's users open them. The writer that runs
+// the instant provides it (the service: its devices, its publisher), so
+// that this package never wires a writer of its own. stop unmounts and
+// makes every write through the file durable; ended is closed when the
+// mount ends, asked to or not (an unmount from outside).
+type ServeFunc func(ctx context.Context, clone store.Disk, dir, file string, files map[string][]byte, allowOther bool) (stop func() error, ended <-chan struct{}, err error)
+
 // InstantOptions tune instant recovery.
 type InstantOptions struct {
-	Name         string
-	Place        Placement // folder, pool, host (Datastore is unused)
-	Hardware     Hardware
-	NFS          NFS
-	PowerOn      bool
-	SyncInterval time.Duration // journal sync and publish; 0 means 1 s
-	AllowOther   bool          // let the NFS server's users open the disks
-	FuseDebug    bool
-	// Ready is called once the VM is registered (and powered on if asked).
+	Name       string
+	Place      Placement // folder, pool, host (Datastore is unused)
+	Hardware   Hardware
+	NFS        NFS
+	PowerOn    bool
+	AllowOther bool // let the NFS server's users open the disks
+	// Serve serves each clone; required.
+	Serve ServeFunc
+	// Ready is called by ServeInstant once the VM is registered (and
+	// powered on if asked).
 	Ready func(InstantReady)
 }
 
@@ -56,39 +63,96 @@ type InstantReady struct {
 	PoweredOn bool          `json:"powered_on"`
 }
 
-// ServeInstant is instant recovery: for each disk of the instant it makes
-// a copy-on-write clone in r (the repository's writer), serves it through a
-// FUSE tap as <Dir>/<vm>/<disk>/<disk>-flat.vmdk beside a read-only
-// descriptor, registers the VM from <Dir>/<vm> on the NFS datastore, and
-// keeps serving until ctx ends. Then it unregisters the VM, unmounts the
-// disks, removes the files it made and drops the clones (unless the state
-// says to keep them). Any failure on the way in undoes what was done.
-func (c *Client) ServeInstant(ctx context.Context, r *store.Repo, in Instant, opt InstantOptions) (err error) {
-	start := time.Now()
-	if err := store.ValidName("VM", opt.Name); err != nil {
-		return fmt.Errorf("%w: instant VM names become folder and disk names: %v", ErrBadInput, err)
-	}
-	if opt.SyncInterval <= 0 {
-		opt.SyncInterval = time.Second
-	}
-	if _, err := readState(r.Dir(), opt.Name); err == nil {
-		return fmt.Errorf("%w: instant %q is recorded as running (end it with 'hindsight vsphere instant-end %s')", ErrExists, opt.Name, opt.Name)
-	}
-	if _, err := c.findVM(ctx, opt.Name); err == nil {
-		return fmt.Errorf("%w: VM %q", ErrExists, opt.Name)
-	} else if !errors.Is(err, ErrNotFound) {
-		return err
-	}
-	pl, err := c.place(ctx, opt.Place)
+// Running is an instant recovery being served, until End.
+type Running struct {
+	Ready InstantReady
+	t     *teardown
+	ended chan struct{} // closed when a disk's mount ended
+	cause error         // why, set before ended closes
+
+	endOnce sync.Once
+	res     EndResult
+	err     error
+}
+
+// Ended is closed when a disk's mount ended without End (unmounted from
+// outside): the instant cannot go on, and its owner should End it.
+func (ri *Running) Ended() <-chan struct{} { return ri.ended }
+
+// End ends the instant, once: it unregisters the VM (with c when not nil,
+// else the client that started it: a long-running instant may outlive its
+// session), unmounts the disks, removes the files it made and drops the
+// clones unless keep. Later calls return the first call's result.
+func (ri *Running) End(ctx context.Context, c *Client, keep bool) (EndResult, error) {
+	ri.endOnce.Do(func() {
+		if c != nil {
+			ri.t.c = c
+		}
+		ri.t.st.Keep = keep
+		var cause error
+		select {
+		case <-ri.ended:
+			cause = ri.cause
+		default:
+		}
+		ri.err = ri.t.run(ctx, cause)
+		ri.res = ri.t.res
+		ri.res.By = "server"
+	})
+	return ri.res, ri.err
+}
+
+// ServeInstant runs an instant recovery until ctx ends or a disk is
+// unmounted from outside, then ends it (StartInstant, Ready, End).
+func (c *Client) ServeInstant(ctx context.Context, r *store.Repo, in Instant, opt InstantOptions) error {
+	ri, err := c.StartInstant(ctx, r, in, opt)
 	if err != nil {
 		return err
 	}
+	if opt.Ready != nil {
+		opt.Ready(ri.Ready)
+	}
+	select {
+	case <-ctx.Done():
+	case <-ri.Ended():
+	}
+	_, err = ri.End(context.WithoutCancel(ctx), nil, false)
+	return err
+}
+
+// StartInstant is instant recovery: for each disk of the instant it makes
+// a copy-on-write clone in r (the repository's writer), serves it through
+// opt.Serve as <Dir>/<vm>/<disk>/<disk>-flat.vmdk beside a read-only
+// descriptor, registers the VM from <Dir>/<vm> on the NFS datastore, and
+// returns once the VM is registered (and powered on if asked). It serves
+// until End. Any failure on the way in undoes what was done. ctx bounds the
+// start only.
+func (c *Client) StartInstant(ctx context.Context, r *store.Repo, in Instant, opt InstantOptions) (_ *Running, err error) {
+	start := time.Now()
+	if err := store.ValidName("VM", opt.Name); err != nil {
+		return nil, fmt.Errorf("%w: instant VM names become folder and disk names: %v", ErrBadInput, err)
+	}
+	if opt.Serve == nil {
+		return nil, fmt.Errorf("%w: no ServeFunc: the writer serves the clones", ErrBadInput)
+	}
+	if _, err := readState(r.Dir(), opt.Name); err == nil {
+		return nil, fmt.Errorf("%w: instant %q is recorded as running (end it with 'hindsight vsphere instant-end %s')", ErrExists, opt.Name, opt.Name)
+	}
+	if _, err := c.findVM(ctx, opt.Name); err == nil {
+		return nil, fmt.Errorf("%w: VM %q", ErrExists, opt.Name)
+	} else if !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	pl, err := c.place(ctx, opt.Place)
+	if err != nil {
+		return nil, err
+	}
 	if opt.NFS.Dir == "" {
-		return fmt.Errorf("%w: no --nfs-dir: the local folder the host mounts as datastore %s", ErrBadInput, opt.NFS.Datastore)
+		return nil, fmt.Errorf("%w: no --nfs-dir: the local folder the host mounts as datastore %s", ErrBadInput, opt.NFS.Datastore)
 	}
 	vmdir := filepath.Join(opt.NFS.Dir, opt.Name)
 	if _, err := os.Lstat(vmdir); err == nil {
-		return fmt.Errorf("%w: %s exists; Hindsight writes only into folders it creates", ErrExists, vmdir)
+		return nil, fmt.Errorf("%w: %s exists; Hindsight writes only into folders it creates", ErrExists, vmdir)
 	}
 	st := &instantState{VM: opt.Name, PID: os.Getpid(), Server: c.host, Source: in.Source, Seq: in.Seq, Time: in.Time,
 		Datastore: opt.NFS.Datastore, Hardware: opt.Hardware, Started: start.UTC()}
@@ -101,43 +165,52 @@ func (c *Client) ServeInstant(ctx context.Context, r *store.Repo, in Instant, op
 	}()
 	ds, created, err := c.nasDatastore(ctx, pl, opt.NFS)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	st.Created = created
 	if err := os.Mkdir(vmdir, 0o755); err != nil {
-		return fmt.Errorf("vsphere: %w", err)
+		return nil, fmt.Errorf("vsphere: %w", err)
 	}
 	st.Dir = vmdir
 	if err := writeState(r.Dir(), st); err != nil {
-		return err
+		return nil, err
 	}
 	if err := c.probe(ctx, ds, opt.NFS.Dir, opt.Name); err != nil {
-		return err
+		return nil, err
 	}
 	clones, err := t.clone(in.Disks, opt.Name)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	g, gctx := errgroup.WithContext(ctx)
+	ri := &Running{t: t, ended: make(chan struct{})}
+	var once sync.Once
 	var files []diskFile
 	for i, d := range in.Disks {
-		f, err := t.serveDisk(gctx, g, d, clones[i], opt)
+		f, ended, err := t.serveDisk(ctx, d, clones[i], opt)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		files = append(files, f)
+		mnt := filepath.Join(vmdir, d.Name)
+		go func() {
+			<-ended
+			once.Do(func() {
+				ri.cause = fmt.Errorf("vsphere: %s was unmounted", mnt)
+				close(ri.ended)
+			})
+		}()
 	}
 	if err := writeState(r.Dir(), st); err != nil {
-		return err
+		return nil, err
 	}
 	folder := dsPath(ds.Name(), opt.Name)
 	vmx := folder + "/" + opt.Name + ".vmx"
 	spec, err := vmSpec(opt.Name, vmx, opt.Hardware, files, markers("instant", in, nil, folder))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if _, err := c.createVM(ctx, pl, spec); err != nil {
-		return err
+		return nil, err
 	}
 	ready := InstantReady{VM: opt.Name, VMX: vmx, Datastore: ds.Name(), Mounted: created,
 		Dir: vmdir, Source: in.Source, Seq: in.Seq, Time: in.Time}
@@ -146,23 +219,13 @@ func (c *Client) ServeInstant(ctx context.Context, r *store.Repo, in Instant, op
 	}
 	if opt.PowerOn {
 		if err := c.PowerOn(ctx, opt.Name); err != nil {
-			return err
+			return nil, err
 		}
 		ready.PoweredOn = true
 	}
 	ready.Elapsed = time.Since(start)
-	if opt.Ready != nil {
-		opt.Ready(ready)
-	}
-	g.Go(func() error { <-gctx.Done(); return nil })
-	werr := g.Wait() // until ctx ends, a device fails or a tap is unmounted from outside
-	if werr != nil && !errors.Is(werr, context.Canceled) {
-		c.logf("vsphere: instant %s: %v; ending it", opt.Name, werr)
-	}
-	if st2, rerr := readState(r.Dir(), opt.Name); rerr == nil { // instant-end or migrate may have said more
-		st.Keep, st.Migrated = st2.Keep, st2.Migrated
-	}
-	return t.run(context.WithoutCancel(ctx), werr)
+	ri.Ready = ready
+	return ri, nil
 }
 
 // clone makes a copy-on-write clone of each disk at the instant, named
@@ -202,13 +265,13 @@ func (t *teardown) clone(disks []Disk, vm string) ([]store.Disk, error) {
 	return clones, nil
 }
 
-// serveDisk serves d's clone through a tap; the device's sync loop and the
-// mount's lifetime run in g.
-func (t *teardown) serveDisk(ctx context.Context, g *errgroup.Group, d Disk, clone store.Disk, opt InstantOptions) (diskFile, error) {
+// serveDisk serves d's clone through opt.Serve; ended is closed when its
+// mount ends.
+func (t *teardown) serveDisk(ctx context.Context, d Disk, clone store.Disk, opt InstantOptions) (diskFile, <-chan struct{}, error) {
 	name := clone.Name
 	mnt := filepath.Join(t.st.Dir, d.Name)
 	if err := os.Mkdir(mnt, 0o755); err != nil {
-		return diskFile{}, fmt.Errorf("vsphere: %w", err)
+		return diskFile{}, nil, fmt.Errorf("vsphere: %w", err)
 	}
 	for i := range t.st.Disks {
 		if t.st.Disks[i].Clone == name {
@@ -218,31 +281,16 @@ func (t *teardown) serveDisk(ctx context.Context, g *errgroup.Group, d Disk, clo
 	meta := fs.ImageMeta(clone, store.Point{Seq: t.st.Seq, Time: t.st.Time})
 	meta.Name, meta.Adapter = d.Name, d.Meta.Adapter
 	if err := meta.Validate(); err != nil {
-		return diskFile{}, err
+		return diskFile{}, nil, err
 	}
-	dev := cdp.NewDevice(t.r, clone, "vsphere-instant")
-	srv, err := tap.Mount(context.Background(), mnt, d.Name+"-flat.vmdk", dev, tap.Options{
-		AllowOther: opt.AllowOther, Debug: opt.FuseDebug, Logf: t.c.logf,
-		Files: map[string][]byte{d.Name + ".vmdk": image.VMDKDescriptor(meta)},
-	})
+	stop, ended, err := opt.Serve(ctx, clone, mnt, d.Name+"-flat.vmdk",
+		map[string][]byte{d.Name + ".vmdk": image.VMDKDescriptor(meta)}, opt.AllowOther)
 	if err != nil {
-		return diskFile{}, fmt.Errorf("serve clone %s: %w", name, err)
+		return diskFile{}, nil, fmt.Errorf("serve clone %s: %w", name, err)
 	}
-	t.servers = append(t.servers, srv)
-	t.devices = append(t.devices, dev)
-	g.Go(func() error { return dev.Run(ctx, opt.SyncInterval) })
-	g.Go(func() error {
-		stopped := make(chan struct{})
-		go func() { srv.Wait(); close(stopped) }()
-		select {
-		case <-stopped:
-			return fmt.Errorf("vsphere: %s was unmounted from outside", mnt)
-		case <-ctx.Done():
-			return nil
-		}
-	})
+	t.stops = append(t.stops, stop)
 	d.Meta = meta
-	return diskFile{Disk: d, Path: dsPath(t.st.Datastore, filepath.ToSlash(filepath.Join(t.st.VM, d.Name, d.Name+".vmdk")))}, nil
+	return diskFile{Disk: d, Path: dsPath(t.st.Datastore, filepath.ToSlash(filepath.Join(t.st.VM, d.Name, d.Name+".vmdk")))}, ended, nil
 }
 
 // probe checks that the datastore shows the local folder: a file made in
@@ -260,14 +308,6 @@ func (c *Client) probe(ctx context.Context, ds *datastore, dir, vm string) error
 	}
 	if !ok {
 		return fmt.Errorf("%w: datastore %s does not show %s: is it the NFS export of that folder?", ErrBadInput, ds.Name(), dir)
-	}
-	return nil
-}
-
-// unmountTap unmounts a tap, waiting while the kernel says it is busy.
-func unmountTap(ctx context.Context, srv *fusesrv.Server) error {
-	if err := srv.UnmountWait(ctx, fusesrv.UnmountTimeout); err != nil {
-		return fmt.Errorf("vsphere: %w", err)
 	}
 	return nil
 }

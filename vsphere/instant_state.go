@@ -8,15 +8,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/hindsight-cdp/hindsight/store"
 )
 
 // instantState is the record of a running instant recovery, written by the
-// serving process to <repo>/run/vsphere-instant/<vm>.json and read by
-// instant-end and migrate.
+// serving process to <repo>/run/vsphere-instant/<vm>.json: what ending it
+// undoes, also after that process died.
 type instantState struct {
 	VM        string        `json:"vm"`
 	PID       int           `json:"pid"`
@@ -33,7 +32,8 @@ type instantState struct {
 	CloneGroup string    `json:"clone_group,omitempty"`
 	Hardware   Hardware  `json:"hardware"`
 	Started    time.Time `json:"started"`
-	// Set by instant-end or migrate before they signal the process.
+	// How it ends: keep the clones; the VM was re-created elsewhere by
+	// migrate (not unregistered).
 	Keep     bool `json:"keep,omitempty"`
 	Migrated bool `json:"migrated,omitempty"`
 }
@@ -92,36 +92,6 @@ func Instants(repo string) ([]string, error) {
 	return out, err
 }
 
-func alive(pid int) bool { return pid > 0 && syscall.Kill(pid, 0) == nil }
-
-// stopServer asks the process serving vm to end (keeping the clones, or
-// after a migration) and waits until it is gone. It reports whether the
-// process finished its own cleanup (the state file is gone).
-func stopServer(ctx context.Context, repo string, st *instantState, wait time.Duration) (bool, error) {
-	if err := writeState(repo, st); err != nil { // Keep and Migrated for the server to read
-		return false, err
-	}
-	if !alive(st.PID) {
-		return false, nil
-	}
-	if err := syscall.Kill(st.PID, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return false, fmt.Errorf("vsphere: signal instant process %d: %w", st.PID, err)
-	}
-	deadline := time.Now().Add(wait)
-	for alive(st.PID) {
-		if time.Now().After(deadline) {
-			return false, fmt.Errorf("vsphere: instant process %d of %s still runs after %s", st.PID, st.VM, wait)
-		}
-		select {
-		case <-ctx.Done():
-			return false, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	_, err := os.Stat(statePath(repo, st.VM))
-	return errors.Is(err, os.ErrNotExist), nil
-}
-
 // EndResult says what ending an instant recovery did.
 type EndResult struct {
 	VM           string   `json:"vm"`
@@ -129,46 +99,25 @@ type EndResult struct {
 	ClonesKept   []string `json:"clones_kept,omitempty"`
 	ClonesGone   []string `json:"clones_deleted,omitempty"`
 	Datastore    string   `json:"datastore_removed,omitempty"`
-	By           string   `json:"by"` // "server": the serving process cleaned up; "here": it was gone
+	By           string   `json:"by"` // "server": the serving process ended it; "here": that process was gone, ended from the record
 }
 
-// EndInstant ends the instant recovery vm of the repository at repo: the
-// serving process unregisters the VM, unmounts the disks, removes the files
-// it made and drops the clones (unless keep). If that process is gone (it
-// crashed), the same is done here, which needs c (may be nil when the
-// process cleans up) and open, which opens the repository for writing.
-func EndInstant(ctx context.Context, c *Client, repo, vm string, keep bool, open func() (*store.Repo, error)) (EndResult, error) {
-	st, err := readState(repo, vm)
+// EndInstant ends the instant recovery vm recorded in the writer
+// repository r when no process serves it any more (it crashed, or its
+// service was killed): it unregisters the VM through c, detaches the dead
+// taps, removes the files, drops the clones unless keep, and removes the
+// record. A running instant is ended by the process that serves it
+// (Running.End).
+func EndInstant(ctx context.Context, c *Client, r *store.Repo, vm string, keep bool) (EndResult, error) {
+	st, err := readState(r.Dir(), vm)
 	if err != nil {
 		return EndResult{}, err
 	}
-	st.Keep = keep
-	res := EndResult{VM: vm, By: "server"}
-	done, err := stopServer(ctx, repo, st, 2*time.Minute)
-	if err != nil {
-		return res, err
-	}
-	if done {
-		res.Unregistered = !st.Migrated
-		for _, d := range st.Disks {
-			if keep {
-				res.ClonesKept = append(res.ClonesKept, d.Clone)
-			} else {
-				res.ClonesGone = append(res.ClonesGone, d.Clone)
-			}
-		}
-		return res, nil
-	}
-	res.By = "here"
 	if c == nil {
-		return res, fmt.Errorf("vsphere: the instant process of %s is gone; ending it here needs a vSphere connection", vm)
+		return EndResult{VM: vm, By: "here"}, fmt.Errorf("%w: the process that served instant %s is gone; ending it needs a vSphere connection to unregister the VM", ErrBadInput, vm)
 	}
-	r, err := open()
-	if err != nil {
-		return res, err
-	}
-	defer r.Close()
-	t := &teardown{c: c, r: r, repo: repo, st: st}
+	st.Keep = keep
+	t := &teardown{c: c, r: r, repo: r.Dir(), st: st}
 	err = t.run(ctx, nil)
 	return t.res, err
 }

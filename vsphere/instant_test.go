@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hindsight-cdp/hindsight/cdp"
+	"github.com/hindsight-cdp/hindsight/fs/fusesrv"
+	"github.com/hindsight-cdp/hindsight/fs/tap"
 	"github.com/hindsight-cdp/hindsight/store"
 	"github.com/hindsight-cdp/hindsight/store/storetest"
 	"github.com/zeebo/blake3"
@@ -49,7 +52,7 @@ func TestInstant(t *testing.T) {
 		errc <- c.ServeInstant(sctx, r, in, InstantOptions{
 			Name: "web-instant", Place: Placement{Pool: "/DC0/host/DC0_C0/Resources"}, Hardware: Hardware{MemoryMB: 256, CPUs: 1},
 			NFS:     NFS{Datastore: "hindsight-nfs", Dir: dir, RemoteHost: "127.0.0.1", RemotePath: "/srv/hindsight-nfs", LocalPath: dir},
-			PowerOn: true, Ready: func(r InstantReady) { readyc <- r },
+			PowerOn: true, Serve: tapServe(r), Ready: func(r InstantReady) { readyc <- r },
 		})
 	}()
 	var ready InstantReady
@@ -188,7 +191,7 @@ func TestInstantGroupClones(t *testing.T) {
 		errc <- c.ServeInstant(sctx, r, in, InstantOptions{
 			Name: "db-i", Place: Placement{Pool: "/DC0/host/DC0_C0/Resources"}, Hardware: Hardware{MemoryMB: 256, CPUs: 1},
 			NFS:   NFS{Datastore: "hindsight-nfs", Dir: dir, RemoteHost: "127.0.0.1", RemotePath: "/srv/hindsight-nfs", LocalPath: dir},
-			Ready: func(r InstantReady) { readyc <- r },
+			Serve: tapServe(r), Ready: func(r InstantReady) { readyc <- r },
 		})
 	}()
 	select {
@@ -216,5 +219,26 @@ func TestInstantGroupClones(t *testing.T) {
 	}
 	if ds, _ := r.Disks(); len(ds) != 2 {
 		t.Fatalf("disks after the end: %+v", ds)
+	}
+}
+
+// tapServe serves clones through a tap of their own, as the service does
+// with its devices and publisher.
+func tapServe(r *store.Repo) ServeFunc {
+	return func(ctx context.Context, clone store.Disk, dir, file string, files map[string][]byte, allowOther bool) (func() error, <-chan struct{}, error) {
+		dev := cdp.NewDevice(r, clone, "test")
+		srv, err := tap.Mount(context.Background(), dir, file, dev, tap.Options{AllowOther: allowOther, Files: files})
+		if err != nil {
+			return nil, nil, err
+		}
+		ended := make(chan struct{})
+		go func() { srv.Wait(); close(ended) }()
+		stop := func() error {
+			if err := srv.UnmountWait(context.Background(), fusesrv.UnmountTimeout); err != nil {
+				return err
+			}
+			return dev.Flush()
+		}
+		return stop, ended, nil
 	}
 }

@@ -3,7 +3,6 @@ package vsphere
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/hindsight-cdp/hindsight/fs"
 	"github.com/hindsight-cdp/hindsight/store"
@@ -20,13 +19,15 @@ type MigrateOptions struct {
 }
 
 // Migrate makes the instant VM permanent, cold: with the VM off, the
-// serving process ends keeping the clones, their newest state is uploaded
+// instant ends keeping the clones (end, which stops the process that serves
+// it; nil when that process is gone: then it ends here from the record),
+// their newest state in the writer repository r is uploaded
 // to the datastore as in copy mode, and the VM is created there under the
 // same name with the same hardware (powered on again if it was). The clones
 // are dropped afterwards unless Keep; if the copy fails they stay, and the
 // migration can be run again from them with 'hindsight vsphere register'.
-func (c *Client) Migrate(ctx context.Context, repo string, open func() (*store.Repo, error), opt MigrateOptions) (Registered, error) {
-	st, err := readState(repo, opt.VM)
+func (c *Client) Migrate(ctx context.Context, r *store.Repo, end func(ctx context.Context) error, opt MigrateOptions) (Registered, error) {
+	st, err := readState(r.Dir(), opt.VM)
 	if err != nil {
 		return Registered{}, err
 	}
@@ -48,21 +49,15 @@ func (c *Client) Migrate(ctx context.Context, repo string, open func() (*store.R
 	if vm.Config != nil {
 		hw.MemoryMB, hw.CPUs, hw.GuestID = int64(vm.Config.Hardware.MemoryMB), vm.Config.Hardware.NumCPU, vm.Config.GuestId
 	}
-	st.Keep, st.Migrated = true, false // the server unregisters the VM and keeps the clones
-	done, err := stopServer(ctx, repo, st, 2*time.Minute)
+	// The VM is unregistered and the clones kept.
+	if end != nil {
+		err = end(ctx)
+	} else {
+		st.Keep = true
+		err = (&teardown{c: c, r: r, repo: r.Dir(), st: st}).run(ctx, nil)
+	}
 	if err != nil {
 		return Registered{}, err
-	}
-	r, err := open()
-	if err != nil {
-		return Registered{}, err
-	}
-	defer r.Close()
-	if !done { // the server was gone: end it here
-		t := &teardown{c: c, r: r, repo: repo, st: st}
-		if err := t.run(ctx, nil); err != nil {
-			return Registered{}, err
-		}
 	}
 	in := Instant{Source: st.Source, Seq: st.Seq, Time: st.Time}
 	for _, d := range st.Disks {

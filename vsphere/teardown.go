@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/hindsight-cdp/hindsight/cdp"
 	"github.com/hindsight-cdp/hindsight/fs/fusesrv"
 	"github.com/hindsight-cdp/hindsight/store"
 	"golang.org/x/sys/unix"
@@ -18,13 +17,12 @@ import (
 // safe: the VM first (nothing uses the disks after), then the disks, the
 // files, the clones, the datastore, and last the state record.
 type teardown struct {
-	c       *Client
-	r       *store.Repo
-	repo    string
-	st      *instantState
-	servers []*fusesrv.Server // taps served by this process
-	devices []*cdp.Device
-	res     EndResult
+	c     *Client
+	r     *store.Repo
+	repo  string
+	st    *instantState
+	stops []func() error // the disks this process serves (ServeFunc)
+	res   EndResult
 }
 
 // run undoes everything st records; cause is why (nil: asked to).
@@ -37,13 +35,10 @@ func (t *teardown) run(ctx context.Context, cause error) error {
 		t.res.Unregistered = ok
 		errs = append(errs, err)
 	}
-	for _, srv := range t.servers {
-		errs = append(errs, unmountTap(ctx, srv))
+	for _, stop := range t.stops {
+		errs = append(errs, stop())
 	}
-	for _, dev := range t.devices {
-		errs = append(errs, dev.Flush())
-	}
-	if len(t.servers) == 0 { // another process served them and died: lazy-unmount leftovers
+	if len(t.stops) == 0 { // another process served them and died: lazy-unmount leftovers
 		for _, d := range st.Disks {
 			if d.Mount != "" && fusesrv.IsMountPoint(d.Mount) {
 				errs = append(errs, unix.Unmount(d.Mount, unix.MNT_DETACH))

@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/hindsight-cdp/hindsight/service"
 	"github.com/hindsight-cdp/hindsight/store"
 	"github.com/hindsight-cdp/hindsight/vsphere"
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/term"
 )
 
@@ -56,20 +59,31 @@ func connFlags() []cli.Flag {
 
 // vsConnect logs in with the flags and the environment.
 func vsConnect(c *cli.Context) (*vsphere.Client, error) {
+	cfg, err := vsConfig(c, true)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := vsphere.Connect(c.Context, cfg)
+	return cl, vsErr(err)
+}
+
+// vsConfig is the connection the flags and the environment give; with
+// prompt, a password none of them gives is asked for on the terminal.
+func vsConfig(c *cli.Context, prompt bool) (vsphere.Config, error) {
 	cfg := vsphere.Config{URL: c.String("url"), Username: c.String("username"), Insecure: c.Bool("insecure"),
 		CAFile: c.String("ca-file"), Datacenter: c.String("datacenter"), Logf: logf(c)}
 	cfg.Password = os.Getenv("GOVC_PASSWORD")
 	if f := c.String("password-file"); f != "" {
 		b, err := os.ReadFile(f)
 		if err != nil {
-			return nil, usagef("--password-file: %v", err)
+			return cfg, usagef("--password-file: %v", err)
 		}
 		cfg.Password, _, _ = strings.Cut(strings.TrimRight(string(b), "\r\n"), "\n")
 	}
-	if cfg.Password == "" {
+	if cfg.Password == "" && prompt {
 		_, user, err := vsphere.ParseURL(cfg.URL)
 		if err != nil {
-			return nil, vsErr(err)
+			return cfg, vsErr(err)
 		}
 		if _, ok := user.Password(); !ok {
 			if p, ok := promptPassword(c); ok {
@@ -77,8 +91,7 @@ func vsConnect(c *cli.Context) (*vsphere.Client, error) {
 			}
 		}
 	}
-	cl, err := vsphere.Connect(c.Context, cfg)
-	return cl, vsErr(err)
+	return cfg, nil
 }
 
 // promptPassword asks on the terminal, without echo.
@@ -252,12 +265,14 @@ func vsInstant() *cli.Command {
 		ArgsUsage: "SOURCE",
 		Description: `Clones each disk at the instant (nothing is copied; the clone's writes are journaled as
 its own, the instant is never changed), serves the clones through FUSE in NFS-DIR/NAME/,
-and registers the VM from the NFS datastore that shows NFS-DIR. Runs in the foreground,
-holding the repository's writer lock, until 'hindsight vsphere instant-end NAME', SIGTERM
-or Ctrl-C: then the VM is unregistered, the files removed and the clones dropped
-(instant-end --keep keeps them). Export NFS-DIR to the hosts (with its submounts:
-crossmnt) and mount it once as datastore NFS-DATASTORE, or give --nfs-host to let
-Hindsight mount it.`,
+and registers the VM from the NFS datastore that shows NFS-DIR. With 'hindsight serve'
+running, the service runs it beside the protections and this returns once the VM is
+registered; without one, it runs in the foreground (a service of its own) until
+'hindsight vsphere instant-end NAME', SIGTERM or Ctrl-C. Ending it unregisters the VM,
+removes the files and drops the clones (instant-end --keep keeps them); so does stopping
+the service. Export NFS-DIR to the hosts (with its submounts: crossmnt) and mount it once
+as datastore NFS-DATASTORE, or give --nfs-host to let Hindsight mount it. The vSphere
+credentials go to the service over its owner-only socket; it never records them.`,
 		Flags: append(append([]cli.Flag{atFlag, nameFlag,
 			&cli.StringFlag{Name: "nfs-datastore", Required: true, Usage: "the NFS datastore's `NAME` on the host"},
 			&cli.StringFlag{Name: "nfs-dir", Required: true, Usage: "the local `DIR` exported to the host as that datastore"},
@@ -265,24 +280,113 @@ Hindsight mount it.`,
 			&cli.StringFlag{Name: "nfs-path", Usage: "the export's path (default: --nfs-dir)"},
 			&cli.StringFlag{Name: "nfs-local-path", Usage: "HostNasVolumeSpec.localPath when mounting (default: --nfs-datastore)"},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let the NFS server's users open the disks (FUSE allow_other)"},
-			&cli.DurationFlag{Name: "sync-interval", Value: defaultSyncInterval, Usage: "sync and publish the clones' journal this often"},
-			&cli.BoolFlag{Name: "fuse-debug", Usage: "log every FUSE request to stderr"},
+			&cli.StringFlag{Name: "group", Usage: "with --allow-other: the group (`NAME` or gid) whose members may open the disks"},
+			&cli.DurationFlag{Name: "sync-interval", Value: defaultSyncInterval, Usage: "in the foreground: sync and publish the journal this long after a write"},
+			&cli.BoolFlag{Name: "fuse-debug", Usage: "log every FUSE request to the service's log"},
 		}, placeFlags(false)[1:]...), hwFlags()...),
 		Action: func(c *cli.Context) error {
-			return withSource(c, false, func(r *store.Repo, in vsphere.Instant, hw vsphere.Hardware, cl *vsphere.Client) error {
-				return cl.ServeInstant(c.Context, r, in, vsphere.InstantOptions{
-					Name: c.String("name"), Place: placement(c), Hardware: hw, PowerOn: c.Bool("power-on"),
-					NFS: vsphere.NFS{Datastore: c.String("nfs-datastore"), Dir: c.String("nfs-dir"), RemoteHost: c.String("nfs-host"),
-						RemotePath: c.String("nfs-path"), LocalPath: c.String("nfs-local-path")},
-					SyncInterval: c.Duration("sync-interval"), AllowOther: c.Bool("allow-other"), FuseDebug: c.Bool("fuse-debug"),
-					Ready: func(rd vsphere.InstantReady) {
-						output(c, rd, fmt.Sprintf("VM %s registered from %s in %s (clones %s of %s at %s); 'hindsight vsphere instant-end %s' ends it\n",
-							rd.VM, rd.VMX, rd.Elapsed.Round(time.Millisecond), strings.Join(rd.Clones, ", "), rd.Source, fmtTime(rd.Time), rd.VM))
-					},
-				})
-			})
+			req, err := instantRequest(c)
+			if err != nil {
+				return err
+			}
+			show := func(rd vsphere.InstantReady) {
+				output(c, rd, fmt.Sprintf("VM %s registered from %s in %s (clones %s of %s at %s); 'hindsight vsphere instant-end %s' ends it\n",
+					rd.VM, rd.VMX, rd.Elapsed.Round(time.Millisecond), strings.Join(rd.Clones, ", "), rd.Source, fmtTime(rd.Time), rd.VM))
+			}
+			svc, err := dialService(c)
+			if err != nil {
+				return err
+			}
+			if svc != nil {
+				rd, err := svc.StartInstant(c.Context, req)
+				if err != nil {
+					return err
+				}
+				show(rd)
+				return nil
+			}
+			if c.Duration("sync-interval") <= 0 {
+				return usagef("--sync-interval must be positive")
+			}
+			return foregroundInstant(c, req, show)
 		},
 	}
+}
+
+// instantRequest gathers what the service needs to run an instant.
+func instantRequest(c *cli.Context) (service.InstantRequest, error) {
+	hw, err := hardware(c)
+	if err != nil {
+		return service.InstantRequest{}, err
+	}
+	if err := needArgs(c, 1, "a SOURCE (disk or group)"); err != nil {
+		return service.InstantRequest{}, err
+	}
+	// Unset: the source's recorded profile, else the defaults.
+	if !c.IsSet("memory") {
+		hw.MemoryMB = 0
+	}
+	if !c.IsSet("cpus") {
+		hw.CPUs = 0
+	}
+	gid, err := allowGroup(c.Bool("allow-other"), c.String("group"))
+	if err != nil {
+		return service.InstantRequest{}, usageErr(err)
+	}
+	cfg, err := vsConfig(c, true)
+	if err != nil {
+		return service.InstantRequest{}, err
+	}
+	if _, _, err := vsphere.ParseURL(cfg.URL); err != nil {
+		return service.InstantRequest{}, vsErr(err)
+	}
+	req := service.InstantRequest{VSphere: cfg, Source: c.Args().First(), At: c.String("at"), Name: c.String("name"),
+		Place: placement(c), Hardware: hw, PowerOn: c.Bool("power-on"), AllowOther: c.Bool("allow-other"), GID: gid,
+		NFS: vsphere.NFS{Datastore: c.String("nfs-datastore"), Dir: c.String("nfs-dir"), RemoteHost: c.String("nfs-host"),
+			RemotePath: c.String("nfs-path"), LocalPath: c.String("nfs-local-path")},
+		FuseDebug: c.Bool("fuse-debug")}
+	for _, v := range c.StringSlice("controller") {
+		if d, k, ok := strings.Cut(v, "="); ok {
+			if req.Controllers == nil {
+				req.Controllers = map[string]string{}
+			}
+			req.Controllers[d] = k
+		} else {
+			req.Controller = v
+		}
+	}
+	return req, nil
+}
+
+// foregroundInstant runs the instant in a service of this process, which
+// lives as long as the instant: until instant-end or migrate (over the
+// control socket, as with 'hindsight serve'), a signal, or a lost disk.
+func foregroundInstant(c *cli.Context, req service.InstantRequest, ready func(vsphere.InstantReady)) error {
+	return withRepo(c, false, func(r *store.Repo) error {
+		svc, err := service.New(r, service.Options{SyncInterval: c.Duration("sync-interval"), Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithCancel(c.Context)
+		defer cancel()
+		rd, err := svc.StartInstant(ctx, req)
+		if err != nil {
+			return err
+		}
+		ready(rd)
+		g, gctx := errgroup.WithContext(ctx)
+		g.Go(func() error { return svc.ServeControl(gctx) })
+		g.Go(func() error { return svc.Run(gctx) }) // at its end: ends the instant
+		g.Go(func() error {
+			select {
+			case <-svc.InstantGone(rd.VM):
+				cancel()
+			case <-gctx.Done():
+			}
+			return nil
+		})
+		return g.Wait()
+	})
 }
 
 func vsInstantEnd() *cli.Command {
@@ -290,28 +394,50 @@ func vsInstantEnd() *cli.Command {
 		Name:      "instant-end",
 		Usage:     "end an instant recovery: unregister the VM, drop the clones (unless --keep), remove the files",
 		ArgsUsage: "VM",
-		Flags:     []cli.Flag{&cli.BoolFlag{Name: "keep", Usage: "keep the clones (as disks of the repository)"}},
+		Description: `Asks the service (or the foreground 'vsphere instant') that runs it. An instant whose
+service was killed is ended from its record: that needs the vSphere connection (the flags
+or GOVC_URL) to unregister the VM.`,
+		Flags: []cli.Flag{&cli.BoolFlag{Name: "keep", Usage: "keep the clones (as disks of the repository)"}},
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 1, "a VM name"); err != nil {
 				return err
 			}
-			dir, err := repoDir(c)
+			vm, keep := c.Args().First(), c.Bool("keep")
+			show := func(res vsphere.EndResult) error {
+				return output(c, res, fmt.Sprintf("instant %s ended (unregistered: %v; clones kept: %s; dropped: %s)\n",
+					res.VM, res.Unregistered, strings.Join(res.ClonesKept, ", "), strings.Join(res.ClonesGone, ", ")))
+			}
+			svc, err := dialService(c)
 			if err != nil {
 				return err
 			}
-			cl, cerr := vsConnect(c) // needed only if the serving process died
-			if cerr != nil {
-				fmt.Fprintf(c.App.ErrWriter, "hindsight: not connected to vSphere (%v); the serving process will clean up\n", cerr)
-				cl = nil
-			} else {
-				defer cl.Logout(context.WithoutCancel(c.Context))
+			if svc != nil {
+				// Needed only if the instant is orphaned: no prompt.
+				var cfg *vsphere.Config
+				if v, err := vsConfig(c, false); err == nil && v.URL != "" {
+					cfg = &v
+				}
+				res, err := svc.EndInstant(c.Context, vm, keep, cfg)
+				if err != nil {
+					return err
+				}
+				return show(res)
 			}
-			res, err := vsphere.EndInstant(c.Context, cl, dir, c.Args().First(), c.Bool("keep"), func() (*store.Repo, error) { return openRepo(c, false) })
-			if err != nil {
-				return vsErr(err)
-			}
-			return output(c, res, fmt.Sprintf("instant %s ended (unregistered: %v; clones kept: %s; dropped: %s)\n",
-				res.VM, res.Unregistered, strings.Join(res.ClonesKept, ", "), strings.Join(res.ClonesGone, ", ")))
+			// No service: whatever served it is gone; end it from its record.
+			return withRepo(c, false, func(r *store.Repo) error {
+				cl, cerr := vsConnect(c)
+				if cerr == nil {
+					defer cl.Logout(context.WithoutCancel(c.Context))
+				}
+				res, err := vsphere.EndInstant(c.Context, cl, r, vm, keep)
+				if err != nil {
+					if cerr != nil && errors.Is(err, vsphere.ErrBadInput) {
+						err = fmt.Errorf("%w (%v)", err, cerr)
+					}
+					return vsErr(err)
+				}
+				return show(res)
+			})
 		},
 	}
 }
@@ -329,17 +455,36 @@ func vsMigrate() *cli.Command {
 			if err := needArgs(c, 1, "a VM name"); err != nil {
 				return err
 			}
-			dir, err := repoDir(c)
+			vm := c.Args().First()
+			show := func(res vsphere.Registered) error {
+				return output(c, res, fmt.Sprintf("VM %s now runs from %s\n", res.VM, res.VMX))
+			}
+			svc, err := dialService(c)
 			if err != nil {
 				return err
 			}
-			return withVSphere(c, func(cl *vsphere.Client) error {
-				res, err := cl.Migrate(c.Context, dir, func() (*store.Repo, error) { return openRepo(c, false) }, vsphere.MigrateOptions{
-					VM: c.Args().First(), Place: placement(c), PowerOff: c.Bool("power-off"), Keep: c.Bool("keep")})
+			if svc != nil {
+				cfg, err := vsConfig(c, true)
 				if err != nil {
 					return err
 				}
-				return output(c, res, fmt.Sprintf("VM %s now runs from %s\n", res.VM, res.VMX))
+				res, err := svc.MigrateInstant(c.Context, vm, service.MigrateRequest{VSphere: cfg, Place: placement(c),
+					PowerOff: c.Bool("power-off"), Keep: c.Bool("keep")})
+				if err != nil {
+					return err
+				}
+				return show(res)
+			}
+			// No service: whatever served it is gone; migrate from its record.
+			return withRepo(c, false, func(r *store.Repo) error {
+				return withVSphere(c, func(cl *vsphere.Client) error {
+					res, err := cl.Migrate(c.Context, r, nil, vsphere.MigrateOptions{
+						VM: vm, Place: placement(c), PowerOff: c.Bool("power-off"), Keep: c.Bool("keep")})
+					if err != nil {
+						return err
+					}
+					return show(res)
+				})
 			})
 		},
 	}
