@@ -62,7 +62,7 @@ fuzz: ## run every fuzz target in the module for FUZZTIME each (default 30s; not
 	if [ -n "$$failed" ]; then echo "fuzz: $$n targets; failed:$$failed (a new failing input is kept in its testdata/fuzz)"; exit 1; fi; \
 	echo "fuzz: $$n targets, none failed"
 
-demo: build deps ## a disk with ext4, a file changed over three points, mounted and restored
+demo: build deps ## the service protects a disk with ext4, a file changes, an older instant is opened and the file restored
 	bash scripts/demo.sh
 
 ci: lint test ## what CI runs
