@@ -6,16 +6,17 @@ PKGS     := ./...
 # losetup/fsfreeze, sqlite3, nbdinfo/nbdcopy; mkfs.xfs, mkfs.btrfs, ntfs-3g/mkfs.ntfs, mkfs.vfat/mtools
 # for file-level recovery; postgresql (postgres, pgbench, pg_amcheck) for the quiesce agents.
 APT_PKGS := fuse3 qemu-utils e2fsprogs fdisk util-linux b3sum sqlite3 libnbd-bin xfsprogs btrfs-progs ntfs-3g dosfstools mtools postgresql jq
-# and what only the benchmarks use (fio for bench-write.sh)
-BENCH_PKGS := fio
+# and what only the benchmarks use (fio for bench-write.sh and bench-service.sh,
+# qemu-storage-daemon for bench-service.sh's peer)
+BENCH_PKGS := fio qemu-system-common
 
 # how long make fuzz runs each fuzz target
 FUZZTIME ?= 30s
 
-.PHONY: help build test deps lint bench soak fuzz demo clean ci
+.PHONY: help build test deps lint bench bench-service soak fuzz demo clean ci
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 build: ## build ./bin/hindsight
 	$(GO) build -o $(BIN) ./cmd/hindsight
@@ -46,6 +47,11 @@ bench: build ## benchmarks; figures go into docs/PERFORMANCE.md
 	bash scripts/bench-read.sh
 	bash scripts/bench-write.sh
 	bash scripts/bench-quiesce.sh
+	bash scripts/bench-service.sh
+
+bench-service: build ## the service: four disks at once vs one, beside qemu-storage-daemon; 16 disks' memory and idle CPU
+	@$(MAKE) --no-print-directory deps EXTRA_PKGS="$(BENCH_PKGS)"
+	bash scripts/bench-service.sh
 
 soak: deps ## long runs (minutes, not in make test): the by-time tree over 10 million points, each ls timed
 	HINDSIGHT_BYTIME_POINTS=10000000 $(GO) test -count=1 -timeout 60m -run 'TestByTimeExact' -v ./fs/
@@ -62,7 +68,7 @@ fuzz: ## run every fuzz target in the module for FUZZTIME each (default 30s; not
 	if [ -n "$$failed" ]; then echo "fuzz: $$n targets; failed:$$failed (a new failing input is kept in its testdata/fuzz)"; exit 1; fi; \
 	echo "fuzz: $$n targets, none failed"
 
-demo: build deps ## a disk with ext4, a file changed over three points, mounted and restored
+demo: build deps ## the service protects a disk with ext4, a file changes, an older instant is opened and the file restored
 	bash scripts/demo.sh
 
 ci: lint test ## what CI runs
