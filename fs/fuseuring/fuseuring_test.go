@@ -608,3 +608,42 @@ func TestStarvedQueueIsBoosted(t *testing.T) {
 	}
 	t.Logf("%d writes beside a busy loop in %v; %d requests served", writes, time.Since(start), srv.Served())
 }
+
+// An idle mount costs no CPU: once no request flows and no queue thread is
+// boosted, the scheduling guard parks until the next request, instead of
+// reading every queue thread's schedstat ten times a second.
+func TestIdleGuardParks(t *testing.T) {
+	root := newTree(1 << 20)
+	dir, srv := mountTree(t, root, Options{})
+	if !srv.idle {
+		t.Fatal("queue threads are not at SCHED_IDLE: no guard runs")
+	}
+	parked := func(want bool, within time.Duration) {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for srv.guardParked.Load() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("guard parked = %v after %v; want %v", !want, within, want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	f := openFile(t, filepath.Join(dir, "disk.img"), os.O_RDWR)
+	defer f.Close() // before the unmount at cleanup
+	if _, err := f.WriteAt(make([]byte, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	parked(true, 2*time.Second)
+	wakes := srv.guardWakes.Load()
+	time.Sleep(300 * time.Millisecond) // three idle ticks: nothing wakes it
+	if !srv.guardParked.Load() || srv.guardWakes.Load() != wakes {
+		t.Fatal("the guard woke without a request")
+	}
+	if _, err := f.WriteAt(make([]byte, 4096), 4096); err != nil {
+		t.Fatal(err)
+	}
+	if srv.guardWakes.Load() == wakes {
+		t.Fatal("a request did not wake the guard")
+	}
+	parked(true, 2*time.Second)
+}

@@ -189,6 +189,7 @@ func (q *queue) loop() {
 			i := int(c.userData - 1)
 			if c.res == 0 {
 				q.served.Add(1)
+				q.srv.wakeGuard()
 				q.serve(i)
 			} else {
 				q.failed(i, unix.Errno(-c.res))

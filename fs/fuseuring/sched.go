@@ -80,11 +80,56 @@ func (s *Server) guardQueues(stop <-chan struct{}) {
 		now := time.Now()
 		elapsed := now.Sub(last)
 		last = now
-		tick = guardTickIdle
+		busy := false
 		for _, g := range gs {
 			if g.check(now, elapsed) {
-				tick = guardTickBusy
+				busy = true
 			}
+		}
+		tick = guardTickIdle
+		if busy {
+			tick = guardTickBusy
+			continue
+		}
+		// Idle, nothing boosted: sleep until a request comes, so that an
+		// idle mount costs no CPU at all.
+		if !s.park(gs, stop) {
+			return
+		}
+		last = time.Now()
+		for _, g := range gs {
+			g.delay, _ = g.runDelay()
+			g.served = g.q.served.Load()
+		}
+	}
+}
+
+// park waits until a queue serves a request (true) or stop closes (false).
+func (s *Server) park(gs []*guard, stop <-chan struct{}) bool {
+	s.guardParked.Store(true)
+	// A request served between the last check and the flag was not told
+	// to wake us: look once more.
+	for _, g := range gs {
+		if g.q.served.Load() != g.served {
+			s.guardParked.Store(false)
+			return true
+		}
+	}
+	select {
+	case <-stop:
+		return false
+	case <-s.guardWake:
+		return true
+	}
+}
+
+// wakeGuard wakes a parked guard; called by a queue thread for each request.
+func (s *Server) wakeGuard() {
+	if s.guardParked.Load() && s.guardParked.CompareAndSwap(true, false) {
+		s.guardWakes.Add(1)
+		select {
+		case s.guardWake <- struct{}{}:
+		default:
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -49,6 +50,12 @@ type Server struct {
 	idle   bool // queue threads at SCHED_IDLE
 	queues []*queue
 
+	// The scheduling guard parks while every queue is idle; the first
+	// request wakes it (sched.go).
+	guardParked atomic.Bool
+	guardWake   chan struct{}
+	guardWakes  atomic.Uint64 // how often a request woke it, for tests
+
 	wg       sync.WaitGroup // queues, the /dev/fuse reader and its answers
 	stopped  chan struct{}
 	unmounts sync.Mutex
@@ -70,7 +77,7 @@ func Mount(ctx context.Context, dir string, fs fuse.RawFileSystem, opts Options)
 	if err != nil {
 		return nil, fmt.Errorf("mount: %w", err)
 	}
-	s := &Server{dir: dir, fs: fs, logf: opts.Logf, idle: !opts.NormalPriority, stopped: make(chan struct{})}
+	s := &Server{dir: dir, fs: fs, logf: opts.Logf, idle: !opts.NormalPriority, stopped: make(chan struct{}), guardWake: make(chan struct{}, 1)}
 	if s.logf == nil {
 		s.logf = log.Printf
 	}
