@@ -101,15 +101,20 @@ func TestService(t *testing.T) {
 	t.Run("instants", func(t *testing.T) {
 		mnt := mountRepo(t, repo)
 		for _, tc := range []struct {
-			disk string
-			m    *fsModel
-		}{{"e1", e1}, {"e2", e2}} {
+			disk   string
+			m      *fsModel
+			export bool
+		}{{"e1", e1, true}, {"e2", e2, false}} { // read by export, and from the mount
 			t.Run(tc.disk, func(t *testing.T) {
 				t.Parallel()
 				rounds := tc.m.snapshot()
 				for _, at := range pickInstants(rand.New(rand.NewPCG(5, uint64(len(tc.disk)))), rounds[0].synced, end, fsQuiet(rounds, end)) {
 					img := filepath.Join(t.TempDir(), "img")
-					ok(t, "--repo", repo, "export", tc.disk, "--at", at.Format(time.RFC3339Nano), "--out", img)
+					if tc.export {
+						ok(t, "--repo", repo, "export", tc.disk, "--at", at.Format(time.RFC3339Nano), "--out", img)
+					} else {
+						img = copyFile(t, filepath.Join(mnt, tc.disk, timespec.Format(at), tc.disk+"-flat.vmdk"))
+					}
 					checkExt4At(t, img, rounds, at)
 					os.Remove(img)
 				}
@@ -119,10 +124,13 @@ func TestService(t *testing.T) {
 			t.Parallel()
 			start, synced := group.snapshot()
 			for _, at := range pickInstants(rand.New(rand.NewPCG(6, 6)), synced[1][0], end, group.quiet(end)) {
-				dir := filepath.Join(mnt, "vm", timespec.Format(at))
-				a := ext4Files(t, copyFile(t, filepath.Join(dir, "ga-flat.vmdk")), true)
-				b := ext4Files(t, copyFile(t, filepath.Join(dir, "gb-flat.vmdk")), true)
-				checkSeqs(t, "group instant "+at.Format(time.RFC3339Nano), a, b, start, synced, at)
+				var files [2]map[string]string
+				for d, disk := range []string{"ga", "gb"} { // both from one group instant
+					img := copyFile(t, filepath.Join(mnt, "vm", timespec.Format(at), disk+"-flat.vmdk"))
+					files[d] = ext4Files(t, img, true)
+					os.Remove(img)
+				}
+				checkSeqs(t, "group instant "+at.Format(time.RFC3339Nano), files[0], files[1], start, synced, at)
 			}
 		})
 		for _, tc := range []struct {
@@ -396,13 +404,13 @@ func fsQuiet(rounds []fsRound, end time.Time) [][2]time.Time {
 	return q
 }
 
-// fsNames: files at the top and in d/.
+// fsName is one of 16 file names, at the top or in d/.
 func fsName(rng *rand.Rand) string {
-	if i := rng.IntN(16); i >= 8 {
+	i := rng.IntN(16)
+	if i >= 8 {
 		return fmt.Sprintf("d/f%02d", i)
-	} else {
-		return fmt.Sprintf("f%02d", i)
 	}
+	return fmt.Sprintf("f%02d", i)
 }
 
 // ext4Workload creates, overwrites, removes and renames files in mnt in
@@ -591,7 +599,7 @@ func checkExt4At(t *testing.T, img string, rounds []fsRound, at time.Time) {
 		case !inWant && inGot:
 			bad = append(bad, fmt.Sprintf("%s (%d bytes) there, not synced", name, len(g)))
 		case w != g:
-			bad = append(bad, fmt.Sprintf("%s holds %d bytes, not the %d synced", name, len(g), len(w)))
+			bad = append(bad, fmt.Sprintf("%s holds other bytes (%d) than the %d synced", name, len(g), len(w)))
 		}
 	}
 	if len(bad) > 0 {
