@@ -49,6 +49,10 @@ func hs(t *testing.T, args ...string) result {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	cmd.Env = append(os.Environ(), "HINDSIGHT_REPO=")
+	if os.Getenv("GORACE") == "" {
+		// A -race binary sleeps 1s at exit by default, once per command run.
+		cmd.Env = append(cmd.Env, "GORACE=atexit_sleep_ms=0")
+	}
 	err := cmd.Run()
 	r := result{stdout: out.String(), stderr: errb.String()}
 	var ee *exec.ExitError

@@ -31,9 +31,23 @@ func protect(t *testing.T, repo, disk string, extra ...string) (string, *proc) {
 // attachRW attaches file as a read-write loop device, detached at cleanup.
 func attachRW(t *testing.T, file string) string {
 	t.Helper()
-	dev := strings.TrimSpace(run(t, "losetup", "-f", "--show", file))
-	t.Cleanup(func() { detachLoop(t, dev) })
+	dev, detach := attachRWNow(t, file)
+	t.Cleanup(detach)
 	return dev
+}
+
+// attachRWNow is attachRW for a caller that detaches early: detach may be
+// called more than once.
+func attachRWNow(t *testing.T, file string) (string, func()) {
+	t.Helper()
+	dev := strings.TrimSpace(run(t, "losetup", "-f", "--show", file))
+	done := false
+	return dev, func() {
+		if !done {
+			done = true
+			detachLoop(t, dev)
+		}
+	}
 }
 
 // ext4OnTap protects disk, makes ext4 on its tap file through a loop device
@@ -41,6 +55,14 @@ func attachRW(t *testing.T, file string) string {
 func ext4OnTap(t *testing.T, repo, disk string, opts ...string) (mnt, dev string, unmount func()) {
 	t.Helper()
 	img, _ := protect(t, repo, disk)
+	return ext4OnFile(t, img, opts...)
+}
+
+// ext4OnFile makes ext4 on the disk file img (a tap's) through a loop
+// device and mounts it with opts; unmount (also run at cleanup) may come
+// early.
+func ext4OnFile(t *testing.T, img string, opts ...string) (mnt, dev string, unmount func()) {
+	t.Helper()
 	dev = attachRW(t, img)
 	run(t, "mkfs.ext4", "-q", "-E", "lazy_itable_init=0,lazy_journal_init=0", dev)
 	mnt = t.TempDir()
