@@ -62,6 +62,7 @@ var kinds = map[string]error{
 	"not_empty":        store.ErrNotEmpty,
 	"no_point":         store.ErrNoPoint,
 	"bad_name":         store.ErrBadName,
+	"bad_geometry":     store.ErrBadGeometry,
 	"time_order":       store.ErrTimeOrder,
 	"corrupt":          store.ErrCorrupt,
 	"bad_time":         timespec.ErrBadTime,
@@ -80,7 +81,7 @@ var kinds = map[string]error{
 // specific classes.
 var kindOrder = []string{"corrupt", "too_large", "busy", "bad_request", "bad_time", "future", "size_mismatch", "time_order",
 	"unknown_disk", "unknown_group", "unknown_bookmark", "no_point", "bookmark_exists", "disk_exists", "in_use", "not_empty",
-	"bad_name", "exists", "not_found", "foreign_mount", "bad_spec"}
+	"bad_name", "bad_geometry", "exists", "not_found", "foreign_mount", "bad_spec"}
 
 func kindOf(err error) string {
 	for _, k := range kindOrder {
@@ -98,7 +99,7 @@ func statusOf(kind string) int {
 		return http.StatusRequestEntityTooLarge
 	case "busy":
 		return http.StatusServiceUnavailable
-	case "bad_request", "bad_spec", "bad_time", "bad_name", "size_mismatch", "time_order":
+	case "bad_request", "bad_spec", "bad_time", "bad_name", "bad_geometry", "size_mismatch", "time_order":
 		return http.StatusBadRequest
 	case "unknown_disk", "unknown_group", "unknown_bookmark", "no_point", "not_found", "future":
 		return http.StatusNotFound

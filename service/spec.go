@@ -13,7 +13,7 @@ import (
 
 // ErrBadSpec: a protection or clone request is incomplete or contradicts
 // itself. Use errors.Is.
-var ErrBadSpec = errors.New("service: bad request")
+var ErrBadSpec = errors.New("service: invalid protection or clone")
 
 // ProtectSpec is a protection: a front end through which the disks of
 // Targets are written. Exactly one of Tap and NBD is set.

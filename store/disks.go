@@ -26,10 +26,10 @@ func (r *Repo) CreateDisk(name string, size int64, blockSize int) (Disk, error) 
 		return Disk{}, err
 	}
 	if blockSize < MinBlockSize || blockSize > MaxBlockSize || blockSize&(blockSize-1) != 0 {
-		return Disk{}, fmt.Errorf("store: block size %d: must be a power of two from %d to %d", blockSize, MinBlockSize, MaxBlockSize)
+		return Disk{}, fmt.Errorf("%w: block size %d: must be a power of two from %d to %d", ErrBadGeometry, blockSize, MinBlockSize, MaxBlockSize)
 	}
 	if size <= 0 || size > MaxDiskSize || size%int64(blockSize) != 0 {
-		return Disk{}, fmt.Errorf("store: disk size %d: must be a positive multiple of the block size %d, at most %d", size, blockSize, int64(MaxDiskSize))
+		return Disk{}, fmt.Errorf("%w: disk size %d: must be a positive multiple of the block size %d, at most %d", ErrBadGeometry, size, blockSize, int64(MaxDiskSize))
 	}
 	r.acquire()
 	defer r.wmu.Unlock()

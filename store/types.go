@@ -20,6 +20,8 @@ var (
 	ErrBookmarkExists = errors.New("store: bookmark already exists")
 	// ErrBadName: a disk or bookmark name is not acceptable.
 	ErrBadName = errors.New("store: invalid name")
+	// ErrBadGeometry: a disk's size or block size is not acceptable.
+	ErrBadGeometry = errors.New("store: invalid disk size or block size")
 	// ErrNotRepository: the directory holds no Hindsight repository.
 	ErrNotRepository = errors.New("store: not a hindsight repository")
 	// ErrLocked: another process holds the repository open for writing.

@@ -89,7 +89,7 @@ func sentinelCode(err error) int {
 		errors.Is(err, store.ErrBookmarkExists), errors.Is(err, store.ErrInUse),
 		errors.Is(err, service.ErrExists), errors.Is(err, service.ErrForeignMount), errors.Is(err, service.ErrBusy):
 		return exitBusy
-	case errors.Is(err, store.ErrBadName), errors.Is(err, store.ErrNotEmpty), errors.Is(err, timespec.ErrBadTime),
+	case errors.Is(err, store.ErrBadName), errors.Is(err, store.ErrBadGeometry), errors.Is(err, store.ErrNotEmpty), errors.Is(err, timespec.ErrBadTime),
 		errors.Is(err, service.ErrBadSpec), errors.Is(err, service.ErrBadRequest), errors.Is(err, service.ErrTooLarge):
 		return exitUsage
 	}
