@@ -781,16 +781,24 @@ func svcMisbehave(t *testing.T, tapY, sockX string) (stop func()) {
 	return stop
 }
 
+// median is the middle of xs (the upper one of an even count).
+func median(xs []float64) float64 {
+	s := slices.Sorted(slices.Values(xs))
+	return s[len(s)/2]
+}
+
 // TestServiceIsolation is issue 17's acceptance item 4: with an NBD
 // client that stops reading replies and a tap writer stopped with SIGSTOP
 // mid-write, two other disks (a tap written with O_DIRECT|O_DSYNC, an NBD
 // export written with a FLUSH after each write) keep at least 80% of the
 // write rate they had without them, and `protections --json` answers
-// promptly. Phases with and without the misbehaving clients alternate and
-// the best of each is compared, so that the load of a shared machine does
-// not decide the outcome.
+// promptly. Phases with and without the misbehaving clients alternate
+// (ABBA) and the median of the rounds' ratios is judged, so that a passing
+// burst of load does not decide the outcome. It does not run in parallel: go test runs it
+// before the parallel tests start, when the machine is not also running
+// this package's heavy workloads (in CI they took the rates from 10k to 24
+// writes/s within one phase).
 func TestServiceIsolation(t *testing.T) {
-	t.Parallel()
 	needRoot(t)
 	needTools(t, "dd")
 	repo := newRepo(t)
@@ -821,14 +829,16 @@ func TestServiceIsolation(t *testing.T) {
 	t.Cleanup(func() { nbdW.Close() })
 	svcRates(t, tapW, nbdW, 300*time.Millisecond) // warm up
 
-	const phase = 1200 * time.Millisecond
+	const phase = 600 * time.Millisecond
 	var baseTap, baseNBD, badTap, badNBD []float64
-	for round := 0; round < 3; round++ {
+	measureBase := func() {
 		ta, nb := svcRates(t, tapW, nbdW, phase)
 		baseTap, baseNBD = append(baseTap, ta), append(baseNBD, nb)
-
+	}
+	measureBad := func(round int) {
 		stop := svcMisbehave(t, filepath.Join(base, "y", "y.img"), filepath.Join(base, "x.sock"))
-		ta, nb = svcRates(t, tapW, nbdW, phase)
+		defer stop()
+		ta, nb := svcRates(t, tapW, nbdW, phase)
 		badTap, badNBD = append(badTap, ta), append(badNBD, nb)
 		ps, took := svcProtections(t, repo)
 		if took > 3*time.Second {
@@ -839,7 +849,19 @@ func TestServiceIsolation(t *testing.T) {
 				t.Errorf("round %d: protection %s is %q (%s)", round, n, ps[n].State, ps[n].Error)
 			}
 		}
-		stop()
+	}
+	// Each round measures both, in alternating order (ABBA), and is judged
+	// by its own ratio: the machine's load drifts over seconds, and the
+	// ratio of two adjacent phases is what isolation decides.
+	const rounds = 6
+	for round := range rounds {
+		if round%2 == 0 {
+			measureBase()
+			measureBad(round)
+		} else {
+			measureBad(round)
+			measureBase()
+		}
 	}
 	t.Logf("tap a, writes/s: without %.0f, with the misbehaving clients %.0f", baseTap, badTap)
 	t.Logf("nbd b, writes/s: without %.0f, with the misbehaving clients %.0f", baseNBD, badNBD)
@@ -847,9 +869,13 @@ func TestServiceIsolation(t *testing.T) {
 		name      string
 		base, bad []float64
 	}{{"the tap a", baseTap, badTap}, {"the NBD export b", baseNBD, badNBD}} {
-		if slices.Max(w.bad) < 0.8*slices.Max(w.base) {
-			t.Errorf("%s kept %.0f writes/s beside the misbehaving clients, less than 80%% of its %.0f without them",
-				w.name, slices.Max(w.bad), slices.Max(w.base))
+		ratios := make([]float64, rounds)
+		for i := range ratios {
+			ratios[i] = w.bad[i] / max(w.base[i], 1)
+		}
+		if m := median(ratios); m < 0.8 {
+			t.Errorf("%s kept a median %.2f of its write rate beside the misbehaving clients (ratios per round %.2f), less than 0.8",
+				w.name, m, ratios)
 		}
 	}
 	if svc.exited() {

@@ -894,10 +894,18 @@ func mountRWDevNow(t *testing.T, dev string) (string, func()) {
 	unmount := func() {
 		if !done {
 			done = true
-			if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-				exec.Command("umount", "-l", dir).Run()
-				t.Errorf("umount %s: %v\n%s", dir, err, out)
+			// A moment's EBUSY (a parallel test's tool passing by) is
+			// retried; a mount that stays busy fails the test.
+			var out []byte
+			var err error
+			for range 20 {
+				if out, err = exec.Command("umount", dir).CombinedOutput(); err == nil {
+					return
+				}
+				time.Sleep(250 * time.Millisecond)
 			}
+			exec.Command("umount", "-l", dir).Run()
+			t.Errorf("umount %s: %v\n%s", dir, err, out)
 		}
 	}
 	t.Cleanup(unmount)
