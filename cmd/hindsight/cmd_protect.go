@@ -86,7 +86,7 @@ func protectSpec(c *cli.Context) (service.ProtectSpec, error) {
 	spec := service.ProtectSpec{Name: c.String("name"), Targets: []string{c.Args().First()}}
 	switch {
 	case c.String("mount") != "" && c.String("nbd") != "":
-		return spec, usagef("--mount and --nbd are two front ends; a disk is written through one (protect it once with each name? no: one writer per disk)")
+		return spec, usagef("--mount and --nbd are two front ends; a disk is written through one of them: give --mount DIR or --nbd ADDR")
 	case c.String("mount") != "":
 		gid, err := allowGroup(c.Bool("allow-other"), c.String("group"))
 		if err != nil {
