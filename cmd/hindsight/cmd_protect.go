@@ -340,7 +340,7 @@ disk) until 'hindsight clone-end NAME', which deletes it unless --keep.
 				st, err := svc.Clone(ctx, spec)
 				return st, cloneErr(err)
 			}, func(st service.ProtectionStatus) {
-				announce(c, st, fmt.Sprintf("clone of %s at %s; Ctrl-C ends it (the clone stays: 'hindsight disk delete %s')", st.Clone.Source, fmtTime(st.Clone.Time), st.Name))
+				announce(c, st, fmt.Sprintf("clone of %s at %s; Ctrl-C ends it; the clone %s stays a disk of the repository", st.Clone.Source, fmtTime(st.Clone.Time), st.Name))
 			})
 		},
 	}
