@@ -37,9 +37,9 @@ type protection struct {
 	mu       sync.Mutex
 	state    string
 	err      error
-	stopped  bool
-	stopOnce sync.Once
-	stopErr  error
+	stopped  bool       // asked to stop: its end is no failure
+	stopMu   sync.Mutex // one stop at a time
+	stopDone bool
 }
 
 // startFrontEnd opens the devices of spec's targets and serves them.
@@ -121,16 +121,10 @@ func (s *Service) startTap(ctx context.Context, p *protection, disks []store.Dis
 	return nil
 }
 
-// unmountTap unmounts a tap, waiting while it is busy.
+// unmountTap unmounts a tap, waiting while it is busy (the one retry:
+// fusesrv.UnmountWait).
 func unmountTap(srv *fusesrv.Server) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := srv.Unmount()
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return srv.UnmountWait(context.Background(), fusesrv.UnmountTimeout)
 }
 
 // openBacking opens a backing disk and journals where it differs from the
@@ -234,17 +228,27 @@ func ExportURI(l net.Listener, name string, tls bool) string {
 	return fmt.Sprintf("%s://%s/%s", scheme, l.Addr(), name)
 }
 
-// stopFrontEnd stops serving (once) and waits for it.
+// stopFrontEnd stops serving and waits for it. A stop that fails (the
+// mount is busy) leaves it serving, and may be tried again.
 func (p *protection) stopFrontEnd() error {
-	p.stopOnce.Do(func() {
-		p.mu.Lock()
-		p.stopped = true
-		p.mu.Unlock()
-		if p.stop != nil {
-			p.stopErr = p.stop()
+	p.stopMu.Lock()
+	defer p.stopMu.Unlock()
+	if p.stopDone {
+		return nil
+	}
+	p.mu.Lock()
+	p.stopped = true
+	p.mu.Unlock()
+	if p.stop != nil {
+		if err := p.stop(); err != nil {
+			p.mu.Lock()
+			p.stopped = false
+			p.mu.Unlock()
+			return err
 		}
-	})
-	return p.stopErr
+	}
+	p.stopDone = true
+	return nil
 }
 
 func (p *protection) stopping() bool {

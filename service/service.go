@@ -208,23 +208,23 @@ func (s *Service) Unprotect(ctx context.Context, name string) (ProtectionStatus,
 	delete(s.prots, name)
 	s.mu.Unlock()
 	// Forgotten first: a crash from here on does not bring it back.
-	err := s.state.drop(name)
-	if serr := p.stopFrontEnd(); err == nil {
-		err = serr
+	if err := s.state.drop(name); err != nil {
+		s.mu.Lock()
+		s.prots[name] = p
+		s.mu.Unlock()
+		return ProtectionStatus{}, err
 	}
-	if perr := s.publish(true); err == nil {
-		err = perr
+	if err := p.stopFrontEnd(); err != nil {
+		// Still serving (a busy mount): it stays, listed and recorded, and
+		// unprotect can be asked again once whatever holds it lets go.
+		s.mu.Lock()
+		s.prots[name] = p
+		s.mu.Unlock()
+		return p.status(), errors.Join(fmt.Errorf("protection %s still serves: %w", name, err), s.state.put(p.spec))
 	}
+	err := s.publish(true)
 	st := p.status()
 	p.close()
-	if err != nil {
-		s.mu.Lock()
-		if _, taken := s.prots[name]; !taken && p.state != StateFailed {
-			// The front end could not stop (busy): keep it listed.
-			s.prots[name] = p
-		}
-		s.mu.Unlock()
-	}
 	return st, err
 }
 
