@@ -1,6 +1,7 @@
 package service
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -383,11 +384,21 @@ func (g *guardedListener) Accept() (net.Conn, error) {
 	}
 }
 
-// busy answers 503 busy and closes c. The request the client sends is
-// drained first, for a little while: closing a socket with unread data
-// resets it, and the client would see "connection reset" instead of busy.
+// busy answers 503 busy and closes c. The request's header is read first,
+// for a moment: Go's HTTP client drops an answer that comes before it has
+// sent its request ("unsolicited response"). The rest is drained after
+// the answer: closing a socket with unread data resets it, and the client
+// would see "connection reset" instead of busy.
 func (g *guardedListener) busy(c net.Conn) {
 	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	br := bufio.NewReaderSize(io.LimitReader(c, 64<<10), 4<<10)
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil || len(bytes.TrimSpace(line)) == 0 {
+			break // the end of the header, a silent client, or junk
+		}
+	}
 	c.SetDeadline(time.Now().Add(time.Second))
 	b, _ := json.Marshal(errorBody{Error: ErrBusy.Error(), Kind: "busy"})
 	if _, err := fmt.Fprintf(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(b), b); err != nil {
