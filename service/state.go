@@ -61,30 +61,14 @@ func (f *stateFile) specs() []ProtectSpec {
 }
 
 // put records spec, replacing one of the same name.
-func (f *stateFile) put(spec ProtectSpec) error {
-	if f == nil {
-		return nil
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	next := f.d
-	next.Protections = nil
-	for _, p := range f.d.Protections {
-		if p.Name != spec.Name {
-			next.Protections = append(next.Protections, p)
-		}
-	}
-	next.Protections = append(next.Protections, spec)
-	sort.Slice(next.Protections, func(i, j int) bool { return next.Protections[i].Name < next.Protections[j].Name })
-	if err := f.write(next); err != nil {
-		return err
-	}
-	f.d = next
-	return nil
-}
+func (f *stateFile) put(spec ProtectSpec) error { return f.replace(spec.Name, &spec) }
 
 // drop forgets the protection name.
-func (f *stateFile) drop(name string) error {
+func (f *stateFile) drop(name string) error { return f.replace(name, nil) }
+
+// replace records the protections without name, plus spec if not nil,
+// and keeps them in memory once they are on disk.
+func (f *stateFile) replace(name string, spec *ProtectSpec) error {
 	if f == nil {
 		return nil
 	}
@@ -96,6 +80,10 @@ func (f *stateFile) drop(name string) error {
 		if p.Name != name {
 			next.Protections = append(next.Protections, p)
 		}
+	}
+	if spec != nil {
+		next.Protections = append(next.Protections, *spec)
+		sort.Slice(next.Protections, func(i, j int) bool { return next.Protections[i].Name < next.Protections[j].Name })
 	}
 	if err := f.write(next); err != nil {
 		return err

@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -44,31 +43,14 @@ func svcStart(t *testing.T, repo string) *proc {
 	return p
 }
 
-// svcProtection is one entry of `protections --json`.
-type svcProtection struct {
-	Name     string `json:"name"`
-	FrontEnd string `json:"front_end"`
-	State    string `json:"state"`
-	Error    string `json:"error"`
-	Where    string `json:"where"`
-	Disks    []struct {
-		Disk string `json:"disk"`
-		Path string `json:"path"`
-	} `json:"disks"`
-}
-
 // svcProtections runs `protections --json` and returns its entries by
 // name, and how long the command took.
-func svcProtections(t *testing.T, repo string) (map[string]svcProtection, time.Duration) {
+func svcProtections(t *testing.T, repo string) (map[string]protStatus, time.Duration) {
 	t.Helper()
 	begin := time.Now()
-	out := ok(t, "--repo", repo, "--json", "protections")
+	ps := protections(t, repo)
 	took := time.Since(begin)
-	var ps []svcProtection
-	if err := json.Unmarshal([]byte(out), &ps); err != nil {
-		t.Fatalf("protections --json: %v\n%s", err, out)
-	}
-	m := map[string]svcProtection{}
+	m := map[string]protStatus{}
 	for _, p := range ps {
 		m[p.Name] = p
 	}
@@ -79,7 +61,7 @@ func svcProtections(t *testing.T, repo string) (map[string]svcProtection, time.D
 // running by the service.
 func svcAllRunning(t *testing.T, p *proc, repo string, names ...string) {
 	t.Helper()
-	var last map[string]svcProtection
+	var last map[string]protStatus
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		last, _ = svcProtections(t, repo)

@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -16,26 +15,6 @@ import (
 	"github.com/prometheus/common/model"
 	"golang.org/x/sys/unix"
 )
-
-// protectionJSON is `protections --json`, as a script reads it: the field
-// names are the documented ones, not the service package's types.
-type protectionJSON struct {
-	Name     string `json:"name"`
-	FrontEnd string `json:"front_end"`
-	State    string `json:"state"`
-	Disks    []struct {
-		Disk         string    `json:"disk"`
-		Path         string    `json:"path"`
-		Writes       uint64    `json:"writes"`
-		BytesWritten uint64    `json:"bytes_written"`
-		Flushes      uint64    `json:"flushes"`
-		LastWrite    time.Time `json:"last_write"`
-		LastDurable  time.Time `json:"last_durable_write"`
-		LagNS        int64     `json:"lag_ns"`
-		WritesPerSec float64   `json:"writes_per_sec"`
-		BytesPerSec  float64   `json:"bytes_per_sec"`
-	} `json:"disks"`
-}
 
 // TestServiceFiguresAndMetrics: a known workload through a tap (O_DIRECT,
 // so each write is one FUSE write) and through NBD (qemu-io); the figures
@@ -115,10 +94,7 @@ func TestServiceFiguresAndMetrics(t *testing.T) {
 		"-c", "write -P 3 2M 128k", "-c", "write -P 4 8k 512", "-c", "flush")
 	const nbdWrites, nbdBytes, nbdFlushes = 4, 64<<10 + 4<<10 + 128<<10 + 512, 3
 
-	var ps []protectionJSON
-	if err := json.Unmarshal([]byte(ok(t, "--repo", repo, "protections", "--json")), &ps); err != nil {
-		t.Fatal(err)
-	}
+	ps := protections(t, repo)
 	now := time.Now()
 	if len(ps) != 2 || ps[0].Name != "db" || ps[1].Name != "web" {
 		t.Fatalf("protections: %+v", ps)

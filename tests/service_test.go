@@ -251,7 +251,9 @@ func (s *svc) protectNBD(t *testing.T, disk string) string {
 	return sock
 }
 
-// protStatus is what `protections --json` says of a protection.
+// protStatus is what `protections --json` says of a protection, as a
+// script reads it: the documented field names, not the service package's
+// types.
 type protStatus struct {
 	Name     string `json:"name"`
 	FrontEnd string `json:"front_end"`
@@ -259,10 +261,18 @@ type protStatus struct {
 	Error    string `json:"error"`
 	Where    string `json:"where"`
 	Disks    []struct {
-		Disk      string `json:"disk"`
-		Path      string `json:"path"`
-		Head      uint64 `json:"head"`
-		Published uint64 `json:"published"`
+		Disk         string    `json:"disk"`
+		Path         string    `json:"path"`
+		Head         uint64    `json:"head"`
+		Published    uint64    `json:"published"`
+		Writes       uint64    `json:"writes"`
+		BytesWritten uint64    `json:"bytes_written"`
+		Flushes      uint64    `json:"flushes"`
+		LastWrite    time.Time `json:"last_write"`
+		LastDurable  time.Time `json:"last_durable_write"`
+		LagNS        int64     `json:"lag_ns"`
+		WritesPerSec float64   `json:"writes_per_sec"`
+		BytesPerSec  float64   `json:"bytes_per_sec"`
 	} `json:"disks"`
 }
 
