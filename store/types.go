@@ -111,4 +111,6 @@ type Bookmark struct {
 	// Files are small files kept with the bookmark and shown in its
 	// directory, such as PostgreSQL's backup_label.
 	Files map[string]string `json:"files,omitempty"`
+	// Pinned bookmarks survive every retention policy.
+	Pinned bool `json:"pinned,omitempty"`
 }

@@ -1,0 +1,90 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Retention: a policy names which points of a timeline to keep (cdp/retention
+// decides); Prune removes the others and collapses the versions of each
+// block between two kept points into the newest of them; Collect (gc.go)
+// frees content no version references any more.
+
+// SetPolicy records the retention policy of timeline tl (JSON, as
+// cdp/retention writes it; nil removes it). It is durable when it returns.
+func (r *Repo) SetPolicy(tl uint32, policy []byte) error { return errNotYet }
+
+// Policy returns the retention policy recorded for timeline tl (false: none).
+func (r *Repo) Policy(tl uint32) ([]byte, bool, error) { return nil, false, errNotYet }
+
+// Policies returns every recorded policy by timeline.
+func (r *Repo) Policies() (map[uint32][]byte, error) { return nil, errNotYet }
+
+// PruneOptions say what Prune keeps.
+type PruneOptions struct {
+	// Keep are the journal positions whose instants must stay exact:
+	// the points the policy keeps, the positions of the bookmarks that
+	// stay, and of every clone's base on this timeline. Prune adds the
+	// timeline's newest point and the positions of pinned bookmarks and
+	// clone bases itself, whatever Keep says.
+	Keep []uint64
+	// DropBookmarks are bookmarks of the timeline to remove (never a pinned one).
+	DropBookmarks []string
+	// DryRun reports what would go and changes nothing.
+	DryRun bool
+}
+
+// PruneResult is what Prune removed (or, with DryRun, would remove).
+type PruneResult struct {
+	Points    []Point  `json:"points"`    // points that no longer exist
+	Bookmarks []string `json:"bookmarks"` // bookmarks removed
+	Versions  uint64   `json:"versions"`  // block versions collapsed
+	// FreedBytes is the stored content that no version references any
+	// more: what the next Collect gives back.
+	FreedBytes int64 `json:"freed_bytes"`
+	// Kept is how many points the timeline keeps.
+	Kept int `json:"kept"`
+}
+
+// Prune removes from timeline tl every point whose position opt.Keep does not
+// name, and every block version no kept position shows. Every instant at a
+// kept position reads as before; an instant that was shown by a removed point
+// then resolves to the kept point at or before it. It runs beside live
+// writes (in pieces of the writer's time) and is crash-safe at any moment:
+// the removed points go first, so no instant ever shows a half-pruned image.
+func (r *Repo) Prune(ctx context.Context, tl uint32, opt PruneOptions) (PruneResult, error) {
+	return PruneResult{}, errNotYet
+}
+
+// GCOptions tune Collect.
+type GCOptions struct {
+	// MaxUnused is the fraction of a segment that may be unreferenced before
+	// Collect rewrites it (0: 0.1).
+	MaxUnused float64
+	// DryRun reports what would be freed and changes nothing.
+	DryRun bool
+	// Progress is told the bytes of segments processed and the total.
+	Progress func(done, total int64)
+}
+
+// GCResult is what Collect did.
+type GCResult struct {
+	Candidates int           `json:"candidates"`      // content pruning left unreferenced, examined
+	Freed      int           `json:"freed"`           // content no version references, freed
+	FreedBytes int64         `json:"freed_bytes"`     // its stored bytes
+	Rewritten  int           `json:"rewritten"`       // segments rewritten or dropped
+	Copied     int64         `json:"copied_bytes"`    // live content copied out of them
+	Reclaimed  int64         `json:"reclaimed_bytes"` // bytes given back to the filesystem
+	Held       int           `json:"held"`            // segments kept for readers of older views
+	Duration   time.Duration `json:"-"`
+}
+
+// Collect frees content that no block version references any more and gives
+// its space back to the filesystem. It runs beside live writes and readers:
+// see gc.go for why nothing still needed is freed.
+func (r *Repo) Collect(ctx context.Context, opt GCOptions) (GCResult, error) {
+	return GCResult{}, errNotYet
+}
+
+var errNotYet = errors.New("store: retention not built yet")
