@@ -252,6 +252,7 @@ func (r *Repo) cutAt(b *pebble.Batch, seq uint64, gone map[uint32]uint64) error 
 			return err
 		} else if ok && versionValueOK(v) && v[len(Hash{})]&flagZero == 0 {
 			gone[disk]++
+			b.Delete(refKey(Hash(v[:len(Hash{})]), disk, binary.BigEndian.Uint64(k[13:]), binary.BigEndian.Uint64(k[1:])), nil)
 		}
 		b.Delete(vk, nil)
 		b.Delete(k, nil)

@@ -206,12 +206,17 @@ func (r *Repo) DeleteGroup(name string) error {
 // and record (its timeline's points and bookmarks are the caller's).
 func (r *Repo) deleteDisk(b *pebble.Batch, d Disk) error {
 	// The journal is keyed by time; the disk's versions say which of its keys are the disk's.
-	err := r.scan(versionPrefix(d.ID), func(k, _ []byte) error {
+	err := r.scan(versionPrefix(d.ID), func(k, v []byte) error {
 		_, block, seq, ok := versionBlock(k)
 		if !ok {
 			return fmt.Errorf("store: version key %x: %w", k, ErrCorrupt)
 		}
 		b.Delete(journalKey(seq, d.ID, block), nil)
+		if versionValueOK(v) && v[len(Hash{})]&flagZero == 0 {
+			h := Hash(v[:len(Hash{})])
+			b.Delete(refKey(h, d.ID, block, seq), nil)
+			b.Set(candidateKey(h), nil, nil)
+		}
 		return nil
 	})
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/zeebo/blake3"
 	"github.com/zeebo/xxh3"
@@ -148,6 +149,32 @@ func (s *segments) decode(dst, stored []byte, flags uint8) error {
 	}
 	return nil
 }
+
+// forget closes the files of segments that were removed. A read that took
+// one of them just before may still be under way: they are closed a little
+// later, not now.
+func (s *segments) forget(ids []uint32) {
+	s.mu.Lock()
+	var fs []*os.File
+	for _, id := range ids {
+		if f := s.files[id]; f != nil {
+			fs = append(fs, f)
+			delete(s.files, id)
+		}
+	}
+	s.mu.Unlock()
+	if len(fs) > 0 {
+		time.AfterFunc(forgetDelay, func() {
+			for _, f := range fs {
+				f.Close()
+			}
+		})
+	}
+}
+
+// forgetDelay is how long a removed segment's file stays open for reads
+// already under way.
+const forgetDelay = 5 * time.Second
 
 func (s *segments) close() error {
 	var errs []error

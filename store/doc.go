@@ -7,7 +7,7 @@
 //	R/hindsight.json     marker: format version and creation time
 //	R/writer.lock        flock held by the one writer process (holder's pid inside)
 //	R/db/                pebble: the index (keys below)
-//	R/segments/N.seg     block content, appended in write order, never rewritten
+//	R/segments/N.seg     block content, appended in write order; rewritten only by gc
 //	R/records.log        every durably committed batch, fdatasynced first (records.go)
 //	R/views/G/           pebble checkpoints published by the writer after each step
 //
@@ -83,6 +83,23 @@
 // committed content.
 //
 //	's' seg u32                          → committed length u64 of that segment
+//
+// # Retention and garbage collection
+//
+// Prune (prune.go) removes points and collapses the versions between two
+// kept positions; Collect (gc.go) frees content nothing references and
+// rewrites segments that are mostly unused. Their keys:
+//
+//	'r' hash [32] | disk u32 | block u64 | seq u64 → empty: a non-zero version's reference
+//	'c' seg u32 | off u64                → hash [32]: content by location
+//	'z' hash [32]                        → empty: content a removed version referenced
+//	'u' seg u32                          → unused bytes u64 of the segment
+//	'x' seg u32                          → view generation u64: the segment was rewritten
+//	'm' 'P' timeline u32 | hi u64        → lo u64: a span (lo, hi] still to collapse
+//	'm' "refs"                           → 1: every 'r' and 'c' key exists (refs.go)
+//
+// A version whose location names a retired ('x') segment is read where its
+// hash's 'h' record says the content lies now.
 //
 // The inverted sequence in 'v' keys makes "newest version of b at or before p"
 // one SeekGE to (d, b, ^p). Zero blocks carry the zero flag and no content.

@@ -483,6 +483,7 @@ func (r *Repo) replayFrame(b *pebble.Batch, frame []byte, added map[uint32]uint6
 		b.Set(journalKey(seq, disk, block), nil, nil)
 		if v[len(Hash{})]&flagZero == 0 {
 			added[disk]++
+			b.Set(refKey(Hash(v[:len(Hash{})]), disk, block, seq), nil, nil)
 			r.indexHash(b, Hash(v[:len(Hash{})]), v[len(Hash{}):])
 		}
 		p = p[entry:]

@@ -87,6 +87,16 @@ func (im *Image) versions(first uint64, out []version) error {
 			it.Close()
 			return err
 		}
+		if out[i].loc.flags&flagZero == 0 && im.r.isRetired(out[i].loc.seg) {
+			// Garbage collection moved the content: the content index
+			// knows where. Without it, the read fails on the old segment.
+			if loc, ok, err := im.r.relocated(out[i].hash); err != nil {
+				it.Close()
+				return err
+			} else if ok {
+				out[i].loc = loc
+			}
+		}
 		i++
 	}
 	if err := errors.Join(it.Error(), it.Close()); err != nil || im.base == nil {

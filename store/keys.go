@@ -15,6 +15,13 @@ const (
 	kindHash     = 'h'
 	kindSegment  = 's'
 	kindGroup    = 'g'
+
+	// Retention and garbage collection (prune.go, gc.go).
+	kindRef       = 'r' // a version's reference to its content
+	kindContentAt = 'c' // content by location, for rewriting a segment
+	kindCandidate = 'z' // content a removed version referenced
+	kindUnused    = 'u' // unreferenced bytes of a segment
+	kindRetired   = 'x' // a rewritten segment: its content is found through 'h'
 )
 
 var (
@@ -23,6 +30,9 @@ var (
 	// metaSynced is the newest position known durable with all its content;
 	// captured steps above it are verified against their hashes on open.
 	metaSynced = []byte{kindMeta, 's', 'y', 'n', 'c', 'e', 'd'}
+	// metaRefs says every non-zero version has its 'r' key and every
+	// content its 'c' key (refs.go builds them for an older index).
+	metaRefs = []byte{kindMeta, 'r', 'e', 'f', 's'}
 )
 
 func be32(b []byte, v uint32) []byte { return binary.BigEndian.AppendUint32(b, v) }
@@ -73,6 +83,24 @@ func groupKey(name string) []byte { return append([]byte{kindGroup}, name...) }
 func hashKey(h Hash) []byte { return append([]byte{kindHash}, h[:]...) }
 
 func segmentKey(seg uint32) []byte { return be32([]byte{kindSegment}, seg) }
+
+func refPrefix(h Hash) []byte { return append([]byte{kindRef}, h[:]...) }
+
+func refKey(h Hash, disk uint32, block, seq uint64) []byte {
+	k := make([]byte, 0, 1+len(h)+20)
+	k = append(append(k, kindRef), h[:]...)
+	return be64(be64(be32(k, disk), block), seq)
+}
+
+func contentAtKey(seg uint32, off uint64) []byte {
+	return be64(be32([]byte{kindContentAt}, seg), off)
+}
+
+func candidateKey(h Hash) []byte { return append([]byte{kindCandidate}, h[:]...) }
+
+func unusedKey(seg uint32) []byte { return be32([]byte{kindUnused}, seg) }
+
+func retiredKey(seg uint32) []byte { return be32([]byte{kindRetired}, seg) }
 
 // prefixEnd is the smallest key greater than every key with prefix p.
 func prefixEnd(p []byte) []byte {

@@ -148,6 +148,10 @@ func RebuildIndex(dir string, opt Options) (string, error) {
 	if err := json.Unmarshal(b, &m); err != nil || !m.Records {
 		return "", fmt.Errorf("store: %s was created before its records log: its index cannot be rebuilt from its logs alone", dir)
 	}
+	if m.Collected != nil {
+		return "", fmt.Errorf("store: garbage collection rewrote segments of %s on %s, so its logs no longer hold the whole history: "+
+			"its index cannot be rebuilt from them; restore db/ from a copy", dir, m.Collected.Format(time.RFC3339))
+	}
 	lock, err := lockWriter(dir, lockWait)
 	if err != nil {
 		return "", err

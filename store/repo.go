@@ -32,6 +32,9 @@ type marker struct {
 	// Records: records.log holds every durable batch since creation, so
 	// the index can be rebuilt from the logs alone (RebuildIndex).
 	Records bool `json:"records,omitempty"`
+	// Collected: garbage collection rewrote segments at this time, so the
+	// logs no longer hold the whole history (gc.go).
+	Collected *time.Time `json:"collected,omitempty"`
 }
 
 // Options tune how a repository is opened. The zero value opens it for writing.
@@ -75,6 +78,9 @@ type Repo struct {
 	// uncheckedReads skips the read check: set only by BenchmarkReadImage,
 	// to measure what the check costs (A/B in one run).
 	uncheckedReads bool
+
+	// retired are the segments garbage collection emptied (refs.go).
+	retired atomic.Pointer[retiredSet]
 
 	known     *knownHashes // the writer's filter of indexed content (known.go)
 	stopKnown func()       // stops building it
@@ -222,6 +228,12 @@ func openWriterLocked(dir string, opt Options, creating bool, lock *os.File) (_ 
 	if err := r.purgeOrphans(); err != nil { // an interrupted import's replayed batches
 		return nil, err
 	}
+	if err := r.ensureRefs(); err != nil {
+		return nil, err
+	}
+	if err := r.loadRetired(); err != nil {
+		return nil, err
+	}
 	if err := r.segs.openWriter(r.committedLength); err != nil {
 		return nil, err
 	}
@@ -365,6 +377,16 @@ func (r *Repo) purgeOrphans() error {
 		seq := binary.BigEndian.Uint64(k[1:])
 		disk := binary.BigEndian.Uint32(k[9:])
 		block := binary.BigEndian.Uint64(k[13:])
+		v, ok, err := r.get(versionKey(disk, block, seq))
+		if err != nil {
+			it.Close()
+			return err
+		}
+		if ok && versionValueOK(v) && v[len(Hash{})]&flagZero == 0 {
+			h := Hash(v[:len(Hash{})])
+			b.Delete(refKey(h, disk, block, seq), nil)
+			b.Set(candidateKey(h), nil, nil) // its content may be referenced by nothing else
+		}
 		b.Delete(versionKey(disk, block, seq), nil)
 		b.Delete(k, nil)
 		n++

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"context"
 	"errors"
 	"time"
 )
@@ -47,16 +46,6 @@ type PruneResult struct {
 	Kept int `json:"kept"`
 }
 
-// Prune removes from timeline tl every point whose position opt.Keep does not
-// name, and every block version no kept position shows. Every instant at a
-// kept position reads as before; an instant that was shown by a removed point
-// then resolves to the kept point at or before it. It runs beside live
-// writes (in pieces of the writer's time) and is crash-safe at any moment:
-// the removed points go first, so no instant ever shows a half-pruned image.
-func (r *Repo) Prune(ctx context.Context, tl uint32, opt PruneOptions) (PruneResult, error) {
-	return PruneResult{}, errNotYet
-}
-
 // GCOptions tune Collect.
 type GCOptions struct {
 	// MaxUnused is the fraction of a segment that may be unreferenced before
@@ -78,13 +67,6 @@ type GCResult struct {
 	Reclaimed  int64         `json:"reclaimed_bytes"` // bytes given back to the filesystem
 	Held       int           `json:"held"`            // segments kept for readers of older views
 	Duration   time.Duration `json:"-"`
-}
-
-// Collect frees content that no block version references any more and gives
-// its space back to the filesystem. It runs beside live writes and readers:
-// see gc.go for why nothing still needed is freed.
-func (r *Repo) Collect(ctx context.Context, opt GCOptions) (GCResult, error) {
-	return GCResult{}, errNotYet
 }
 
 var errNotYet = errors.New("store: retention not built yet")

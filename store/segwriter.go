@@ -30,8 +30,12 @@ import (
 // O_DIRECT get the same chunks through the page cache.
 
 const (
-	// maxSegment is the size at which the writer starts a new segment file.
+	// maxSegment bounds a segment file (and so one frame) when reading.
 	maxSegment = 1 << 30
+	// segmentLimit is the size at which the writer starts a new segment:
+	// garbage collection rewrites whole segments, so smaller ones give
+	// space back in smaller pieces, for less copying.
+	segmentLimit = 256 << 20
 	// chunkSize is one O_DIRECT write; up to chunksInFlight of them wait for
 	// the disk while appends fill the next.
 	chunkSize      = 8 << 20
@@ -105,7 +109,7 @@ func openSegments(dir string) (*segments, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &segments{dir: dir, files: map[uint32]*os.File{}, dec: dec, limit: maxSegment}, nil
+	return &segments{dir: dir, files: map[uint32]*os.File{}, dec: dec, limit: segmentLimit}, nil
 }
 
 func segmentName(id uint32) string { return fmt.Sprintf("%08x.seg", id) }

@@ -121,6 +121,7 @@ func (s *Step) index(d Disk, block uint64, h Hash, loc location) {
 	s.b.Set(journalKey(s.seq, d.ID, block), nil, nil)
 	s.blocks++
 	if loc.flags&flagZero == 0 {
+		s.b.Set(refKey(h, d.ID, block, s.seq), nil, nil)
 		if s.perDisk == nil {
 			s.perDisk = map[uint32]uint64{}
 		}

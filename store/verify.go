@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -201,8 +202,8 @@ func (v *verifier) versions(ctx context.Context, contentOnly bool) error {
 	for _, d := range v.opt.Disks {
 		report[d.ID] = true
 	}
-	var sumV, sumJ uint64
-	var nJ uint64
+	var sumV, sumJ, sumR uint64
+	var nJ, nR uint64
 	it, err := v.r.db.NewIter(&pebble.IterOptions{LowerBound: []byte{kindVersion}, UpperBound: []byte{kindVersion + 1}})
 	if err != nil {
 		return err
@@ -223,6 +224,11 @@ func (v *verifier) versions(ctx context.Context, contentOnly bool) error {
 			}
 			if d, known := byID[disk]; ok && known && versionValueOK(val) {
 				if loc, err := decodeLocation(val[len(Hash{}):]); err == nil && loc.flags&flagZero == 0 {
+					if v.r.isRetired(loc.seg) {
+						if moved, ok, _ := v.r.relocated(Hash(val[:len(Hash{})])); ok {
+							loc = moved
+						}
+					}
 					if cause, detail := v.where(loc, true); cause != "" && (len(report) == 0 || report[disk]) {
 						v.affect(cause, detail, loc.seg, d, block, seq, newer)
 					}
@@ -250,6 +256,22 @@ func (v *verifier) versions(ctx context.Context, contentOnly bool) error {
 		case seq > v.rep.Head:
 			v.problem(Problem{Kind: "index", Detail: fmt.Sprintf("version of block %d of disk %q at %d is past the head %d", block, d.Name, seq, v.rep.Head)})
 		case loc.flags&flagZero == 0:
+			h := Hash(val[:len(Hash{})])
+			nR++
+			sumR += mixRef(h, disk, block, seq)
+			if v.r.isRetired(loc.seg) { // moved by gc: where the content index says
+				moved, ok, err := v.r.relocated(h)
+				if err != nil {
+					it.Close()
+					return err
+				}
+				if !ok {
+					v.problem(Problem{Kind: "index", Disk: d.Name, Blocks: []Range{{block, block}}, FromSeq: seq,
+						Detail: fmt.Sprintf("version of block %d at %d names content %x that garbage collection moved, and the content index lacks it", block, seq, h[:8])})
+					break
+				}
+				loc = moved
+			}
 			if cause, detail := v.where(loc, contentOnly); cause != "" && (len(report) == 0 || report[disk]) {
 				v.affect(cause, detail, loc.seg, d, block, seq, newer)
 			}
@@ -273,6 +295,82 @@ func (v *verifier) versions(ctx context.Context, contentOnly bool) error {
 	}
 	if nJ != v.rep.Versions || sumJ != sumV {
 		v.problem(Problem{Kind: "index", Detail: fmt.Sprintf("the by-block and by-time orders disagree: %d block versions, %d journal entries (or the same count of different versions)", v.rep.Versions, nJ)})
+	}
+	return v.references(nR, sumR)
+}
+
+// mixRef is an order-independent summand of one version's reference.
+func mixRef(h Hash, disk uint32, block, seq uint64) uint64 {
+	return mix64(mixVersion(disk, block, seq) ^ binary.BigEndian.Uint64(h[:]))
+}
+
+// references checks what garbage collection relies on: each non-zero
+// version (n of them, summing to sum) has its reference key and no other
+// reference exists; every referenced content is in the content index; and
+// the content index and its by-location keys agree. An index from before
+// these keys (no metaRefs) is not checked: its writer builds them.
+func (v *verifier) references(n, sum uint64) error {
+	if _, ok, err := v.r.get(metaRefs); err != nil || !ok {
+		return err
+	}
+	var nR, sumR uint64
+	hit, err := v.r.db.NewIter(&pebble.IterOptions{LowerBound: []byte{kindHash}, UpperBound: []byte{kindHash + 1}})
+	if err != nil {
+		return err
+	}
+	defer hit.Close()
+	var last Hash
+	missing := 0
+	err = v.r.scan([]byte{kindRef}, func(k, _ []byte) error {
+		if len(k) != 1+len(Hash{})+20 {
+			v.problem(Problem{Kind: "index", Detail: fmt.Sprintf("reference record %x is malformed", k)})
+			return nil
+		}
+		h := Hash(k[1 : 1+len(Hash{})])
+		nR++
+		sumR += mixRef(h, binary.BigEndian.Uint32(k[33:]), binary.BigEndian.Uint64(k[37:]), binary.BigEndian.Uint64(k[45:]))
+		if nR > 1 && h == last {
+			return nil
+		}
+		last = h
+		if !hit.SeekGE(hashKey(h)) || !bytes.Equal(hit.Key()[1:], h[:]) {
+			if missing++; missing <= 10 {
+				v.problem(Problem{Kind: "index", Detail: fmt.Sprintf("content %x is referenced by block %d of disk %d at %d, and the content index lacks it",
+					h[:8], binary.BigEndian.Uint64(k[37:]), binary.BigEndian.Uint32(k[33:]), binary.BigEndian.Uint64(k[45:]))})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if missing > 10 {
+		v.problem(Problem{Kind: "index", Detail: fmt.Sprintf("%d more referenced contents are missing from the content index", missing-10)})
+	}
+	if nR != n || sumR != sum {
+		v.problem(Problem{Kind: "index", Detail: fmt.Sprintf("block versions and their references disagree: %d non-zero versions, %d references (or the same count of different ones)", n, nR)})
+	}
+	var nH, sumH, nC, sumC uint64
+	if err := v.r.scan([]byte{kindHash}, func(k, val []byte) error {
+		if loc, err := decodeLocation(val); err == nil && len(k) == 1+len(Hash{}) {
+			nH++
+			sumH += mix64(mix64(uint64(loc.seg)^loc.off) ^ binary.BigEndian.Uint64(k[1:]))
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := v.r.scan([]byte{kindContentAt}, func(k, val []byte) error {
+		if len(k) == 13 && len(val) == len(Hash{}) {
+			nC++
+			sumC += mix64(mix64(uint64(binary.BigEndian.Uint32(k[1:]))^binary.BigEndian.Uint64(k[5:])) ^ binary.BigEndian.Uint64(val))
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if nH != nC || sumH != sumC {
+		v.problem(Problem{Kind: "index", Detail: fmt.Sprintf("the content index and its locations disagree: %d contents, %d locations", nH, nC)})
 	}
 	return nil
 }

@@ -205,6 +205,10 @@ func openViewGen(dir string, gen uint64, opt Options) (_ *Repo, err error) {
 		r.Close()
 		return nil, err
 	}
+	if err := r.loadRetired(); err != nil {
+		r.Close()
+		return nil, err
+	}
 	r.private = priv
 	return r, nil
 }
