@@ -67,10 +67,8 @@ func (r *Repo) Prune(ctx context.Context, tl uint32, opt PruneOptions) (PruneRes
 		spans = pending
 	}
 	hashes := map[Hash]int{} // content of collapsed versions: how many of its references went
-	for _, s := range spans {
-		if err := r.collapse(ctx, tl, members, s, opt.DryRun, &res, hashes); err != nil {
-			return PruneResult{}, fmt.Errorf("store: prune timeline %d: %w", tl, err)
-		}
+	if err := r.collapse(ctx, tl, members, spans, opt.DryRun, &res, hashes); err != nil {
+		return PruneResult{}, fmt.Errorf("store: prune timeline %d: %w", tl, err)
 	}
 	for h, gone := range hashes {
 		n, err := r.refCount(h)
@@ -225,34 +223,84 @@ func (r *Repo) pendingSpans(tl uint32) ([]span, error) {
 	return out, err
 }
 
-// collapse deletes the versions written in s by the disks of members that a
-// newer version in s hides, a piece at a time. With dryRun it only counts.
-func (r *Repo) collapse(ctx context.Context, tl uint32, members map[uint32]bool, s span, dryRun bool, res *PruneResult, hashes map[Hash]int) error {
-	cursor := be64([]byte{kindJournal}, s.lo+1)
-	end := be64([]byte{kindJournal}, s.hi+1)
-	for cursor != nil {
+// collapse deletes the versions written in the spans by the disks of
+// members that a newer version in the same span hides, a batch of at most
+// pruneChunk journal entries at a time, each committed with the pending
+// keys of the spans it finished. With dryRun it only counts.
+func (r *Repo) collapse(ctx context.Context, tl uint32, members map[uint32]bool, spans []span, dryRun bool, res *PruneResult, hashes map[Hash]int) error {
+	var cursor []byte // within spans[0]: where the next batch starts
+	for len(spans) > 0 {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		if !dryRun {
 			r.acquire()
 		}
-		next, err := r.collapsePiece(tl, members, s, cursor, end, dryRun, res, hashes)
+		rest, next, err := r.collapseBatch(tl, members, spans, cursor, dryRun, res, hashes)
 		if !dryRun {
 			r.wmu.Unlock()
 		}
 		if err != nil {
 			return err
 		}
-		cursor = next
+		spans, cursor = rest, next
 	}
 	return nil
 }
 
-// collapsePiece is one batch of collapse, from the journal key cursor on;
-// it returns where the next starts (nil: the span is done).
-func (r *Repo) collapsePiece(tl uint32, members map[uint32]bool, s span, cursor, end []byte, dryRun bool, res *PruneResult, hashes map[Hash]int) (next []byte, err error) {
-	it, err := r.db.NewIter(&pebble.IterOptions{LowerBound: cursor, UpperBound: end})
+// collapseBatch is one batch of collapse, starting in spans[0] at the
+// journal key cursor (nil: its start); it returns the spans left and where
+// the first of them resumes. The writer is held unless dryRun.
+func (r *Repo) collapseBatch(tl uint32, members map[uint32]bool, spans []span, cursor []byte, dryRun bool, res *PruneResult, hashes map[Hash]int) ([]span, []byte, error) {
+	vit, err := r.db.NewIter(&pebble.IterOptions{LowerBound: []byte{kindVersion}, UpperBound: []byte{kindVersion + 1}})
+	if err != nil {
+		return nil, nil, err
+	}
+	defer vit.Close()
+	b := r.db.NewBatch()
+	defer b.Close()
+	gone := map[uint32]uint64{}
+	n := 0
+	for len(spans) > 0 && n < pruneChunk {
+		s := spans[0]
+		if cursor == nil {
+			cursor = be64([]byte{kindJournal}, s.lo+1)
+		}
+		next, err := r.collapseSpan(b, vit, members, s, cursor, &n, res, hashes, gone)
+		if err != nil {
+			return nil, nil, err
+		}
+		if cursor = next; next == nil {
+			b.Delete(pruneKey(tl, s.hi), nil)
+			spans = spans[1:]
+		}
+	}
+	if dryRun || b.Empty() {
+		return spans, cursor, nil
+	}
+	counts := map[uint32]uint64{}
+	for id, g := range gone {
+		total, err := r.versionCount(id)
+		if err != nil {
+			return nil, nil, err
+		}
+		counts[id] = total - min(total, g)
+		b.Set(diskVersionsKey(id), be64(nil, counts[id]), nil)
+	}
+	if err := r.commitSynced(b, r.head.Load()); err != nil {
+		return nil, nil, err
+	}
+	for id, c := range counts {
+		r.versions[id] = c
+	}
+	return spans, cursor, nil
+}
+
+// collapseSpan adds to b the deletions of span s from the journal key
+// cursor on, until *n reaches pruneChunk; it returns where to resume (nil:
+// the span is done).
+func (r *Repo) collapseSpan(b *pebble.Batch, vit *pebble.Iterator, members map[uint32]bool, s span, cursor []byte, n *int, res *PruneResult, hashes map[Hash]int, gone map[uint32]uint64) (next []byte, err error) {
+	it, err := r.db.NewIter(&pebble.IterOptions{LowerBound: cursor, UpperBound: be64([]byte{kindJournal}, s.hi+1)})
 	if err != nil {
 		return nil, err
 	}
@@ -261,21 +309,11 @@ func (r *Repo) collapsePiece(tl uint32, members map[uint32]bool, s span, cursor,
 			err = cerr
 		}
 	}()
-	vit, err := r.db.NewIter(&pebble.IterOptions{LowerBound: []byte{kindVersion}, UpperBound: []byte{kindVersion + 1}})
-	if err != nil {
-		return nil, err
-	}
-	defer vit.Close()
-	b := r.db.NewBatch()
-	defer b.Close()
-	gone := map[uint32]uint64{}
-	n := 0
 	for it.First(); it.Valid(); it.Next() {
-		if n == pruneChunk {
-			next = bytes.Clone(it.Key())
-			break
+		if *n == pruneChunk {
+			return bytes.Clone(it.Key()), nil
 		}
-		n++
+		*n++
 		k := it.Key()
 		if len(k) != 21 {
 			return nil, fmt.Errorf("%w: journal key %x", ErrCorrupt, k)
@@ -307,31 +345,7 @@ func (r *Repo) collapsePiece(tl uint32, members map[uint32]bool, s span, cursor,
 		b.Delete(bytes.Clone(k), nil)
 		res.Versions++
 	}
-	if err := it.Error(); err != nil {
-		return nil, err
-	}
-	if dryRun || b.Empty() && next != nil {
-		return next, nil
-	}
-	if next == nil {
-		b.Delete(pruneKey(tl, s.hi), nil)
-	}
-	counts := map[uint32]uint64{}
-	for id, g := range gone {
-		total, err := r.versionCount(id)
-		if err != nil {
-			return nil, err
-		}
-		counts[id] = total - min(total, g)
-		b.Set(diskVersionsKey(id), be64(nil, counts[id]), nil)
-	}
-	if err := r.commitSynced(b, r.head.Load()); err != nil {
-		return nil, err
-	}
-	for id, c := range counts {
-		r.versions[id] = c
-	}
-	return next, nil
+	return nil, it.Error()
 }
 
 // refCount counts the versions that reference content h.

@@ -64,8 +64,8 @@ func pruneChild(spec string) error {
 	return r.Close()
 }
 
-// TestPruneAndCollectKilled: prune and gc each SIGKILLed at 20 random
-// moments (even rounds kill during the prune, odd ones during gc).
+// TestPruneAndCollectKilled: prune and gc each SIGKILLed at 20 or more
+// random moments (even rounds kill during the prune, odd ones during gc).
 // After each kill the repository opens, verify --full is clean, every
 // point that still exists shows exactly what was written at it, and every
 // position kept so far still exists. The seed is printed and can be set
@@ -82,18 +82,20 @@ func TestPruneAndCollectKilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := writeHistory(t, r, d, time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC), 500, seed)
+	h := writeHistory(t, r, d, time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC), 800, seed)
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
-	// Each round keeps a subset of the last: every 2nd point, then every
-	// 4th, ... so each round has work to do. Kept so far: must exist.
+	// Each even round drops one in eight of the points kept so far, so each
+	// has work to do; odd rounds keep all and are killed during gc. Kept so
+	// far: must exist.
 	kept := map[uint64]bool{}
 	for _, p := range h.points {
 		kept[p.Seq] = true
 	}
 	inPrune, inGC := 0, 0
-	for round := range 40 {
+	const rounds = 52
+	for round := range rounds {
 		var keep []string
 		next := map[uint64]bool{}
 		i := 0
@@ -101,7 +103,7 @@ func TestPruneAndCollectKilled(t *testing.T) {
 			if !kept[p.Seq] {
 				continue
 			}
-			if i%2 == 0 || round%4 >= 2 { // every other pair of rounds keeps all
+			if i%8 != 7 || round%2 == 1 {
 				keep = append(keep, strconv.FormatUint(p.Seq, 10))
 				next[p.Seq] = true
 			}
@@ -128,7 +130,7 @@ func TestPruneAndCollectKilled(t *testing.T) {
 			cmd.Wait()
 			t.Fatalf("round %d: child failed before gc: %s", round, stderr.String())
 		}
-		time.Sleep(time.Duration(rng.IntN(40)) * time.Millisecond)
+		time.Sleep(time.Duration(rng.IntN(12)) * time.Millisecond)
 		cmd.Process.Signal(syscall.SIGKILL)
 		phase := "prune"
 		if gcPhase {
@@ -172,12 +174,12 @@ func TestPruneAndCollectKilled(t *testing.T) {
 		if err := r.Close(); err != nil {
 			t.Fatal(err)
 		}
-		if round%4 < 2 {
+		if round%2 == 0 {
 			kept = next
 		}
 	}
-	t.Logf("kills: %d during prune, %d during gc, %d after both ended", inPrune, inGC, 40-inPrune-inGC)
-	if inPrune < 14 || inGC < 14 {
+	t.Logf("kills: %d during prune, %d during gc, %d after both ended", inPrune, inGC, rounds-inPrune-inGC)
+	if inPrune < 20 || inGC < 20 {
 		t.Fatalf("too few kills landed during prune (%d) or gc (%d): the test proves little", inPrune, inGC)
 	}
 }
