@@ -275,8 +275,8 @@ func TestUsage(t *testing.T) {
 	m.phase(t, dir, "a", map[time.Time][]usageWrite{
 		ago(400 * day): {{"a", 0, R[0]}, {"a", 1, R[1]}, {"a", 2, R[2]}, {"a", 3, R[3]},
 			{"a", 4, R[0]}, {"a", 5, nil}, {"a", 6, C[0]}, {"a", 7, C[0]}}, // repeats, a zero, compressible twice
-		ago(40 * day): {{"a", 0, R[0]}, {"a", 1, nil}, {"a", 8, R[4]}}, // the same content again, a block zeroed
-		ago(30 * day): {{"a", 9, R[5]}},                                // exactly on a band's edge: in 30d
+		ago(40 * day):         {{"a", 0, R[0]}, {"a", 1, nil}, {"a", 8, R[4]}}, // the same content again, a block zeroed
+		ago(30 * day):         {{"a", 9, R[5]}},                                // exactly on a band's edge: in 30d
 		ago(30 * time.Minute): {{"a", 10, R[6]}, {"a", 0, nil}},
 	}, C[0])
 	m.phase(t, dir, "b", map[time.Time][]usageWrite{
