@@ -237,10 +237,7 @@ type info struct {
 	Requested      time.Time    `json:"requested"` // RFC 3339 with nanoseconds, UTC
 	Seq            uint64       `json:"seq"`
 	Time           time.Time    `json:"time"`
-	// Resolved is the point served (seq and time again, side by side with
-	// requested): after pruning, an instant whose point was removed shows
-	// the kept point at or before it here.
-	Resolved pointRef `json:"resolved"`
+	Resolved       pointRef     `json:"resolved"` // the point served, as seq and time: see the package doc
 	BookmarkBefore *bookmarkRef `json:"bookmark_before"`
 	BookmarkAfter  *bookmarkRef `json:"bookmark_after"`
 	Size           int64        `json:"size,omitempty"` // of a disk; a group's are in disks
