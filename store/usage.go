@@ -270,8 +270,8 @@ func pointTimes(ctx context.Context, snap *pebble.Snapshot) (map[uint32][]datedP
 // distinct content referenced.
 func (u *Usage) versions(ctx context.Context, snap *pebble.Snapshot, disks map[uint32]*DiskUsage,
 	times map[uint32][]datedPoint, bands []time.Duration,
-) (map[Hash]*contentRef, error) {
-	content := map[Hash]*contentRef{}
+) (map[Hash]contentRef, error) {
+	content := map[Hash]contentRef{}
 	var cur *DiskUsage
 	var pts []datedPoint
 	curID := ^uint32(0)
@@ -316,9 +316,9 @@ func (u *Usage) versions(ctx context.Context, snap *pebble.Snapshot, disks map[u
 		}
 		u.LogicalBytes += bs
 		h := Hash(v[:len(Hash{})])
-		c := content[h]
-		if c == nil {
-			c = &contentRef{n: loc.n, disk: id}
+		c, seen := content[h]
+		if !seen {
+			c = contentRef{n: loc.n, disk: id}
 			content[h] = c
 			u.Content.Count++
 			u.Content.PlainBytes += bs
@@ -327,6 +327,7 @@ func (u *Usage) versions(ctx context.Context, snap *pebble.Snapshot, disks map[u
 			return nil // counted for this disk already: versions come by disk
 		} else {
 			c.disk, c.shared = id, true
+			content[h] = c
 		}
 		if cur != nil {
 			cur.Content++
@@ -364,12 +365,12 @@ func ageBand(now, t time.Time, bands []time.Duration) int {
 }
 
 // unreferenced counts the indexed content no version references.
-func (u *Usage) unreferenced(ctx context.Context, snap *pebble.Snapshot, content map[Hash]*contentRef) error {
+func (u *Usage) unreferenced(ctx context.Context, snap *pebble.Snapshot, content map[Hash]contentRef) error {
 	return snapScan(ctx, snap, []byte{kindHash}, func(k, v []byte) error {
 		if len(k) != 1+len(Hash{}) {
 			return fmt.Errorf("store: content record %x: %w", k, ErrCorrupt)
 		}
-		if content[Hash(k[1:])] != nil {
+		if _, ok := content[Hash(k[1:])]; ok {
 			return nil
 		}
 		loc, err := decodeLocation(v)
