@@ -39,15 +39,18 @@
 //
 // # info.json
 //
-//	{"disk", "group", "disks", "requested", "seq", "time", "bookmark_before", "bookmark_after",
-//	 "size", "block_size", "bookmark", "consistency"}
+//	{"disk", "group", "disks", "requested", "seq", "time", "resolved": {"time", "seq"},
+//	 "bookmark_before", "bookmark_after", "size", "block_size", "bookmark", "consistency"}
 //
 // consistency is "application" only for an application bookmark's directory
 // (its quiesce report is in bookmark.quiesce), else "crash".
 //
-// requested is the time the name asked for (for latest and bookmarks, the
-// point's own time); seq and time are the journal position and time of the
-// point served. bookmark_before is the newest bookmark at or before that
+// requested is the time the name asked for (for latest, the point's own
+// time; for a bookmark, the instant it names); resolved is the point served,
+// the newest at or before it: its time and journal position (also in seq and
+// time, kept for older scripts). Once pruning has removed the point that
+// showed an instant, the instant resolves to the kept point at or before it:
+// requested and resolved.time then say how far it was thinned. bookmark_before is the newest bookmark at or before that
 // position, bookmark_after the oldest one after it; either may be null.
 //
 // # Inode numbers

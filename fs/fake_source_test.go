@@ -80,6 +80,21 @@ func (s *fakeSource) addPoint(disk string, t time.Time) store.Point {
 	return p.Point
 }
 
+// removePoint drops the point at seq, as pruning does: instants it showed
+// resolve to the point before it.
+func (s *fakeSource) removePoint(disk string, seq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.mustDisk(disk)
+	for i, p := range d.points {
+		if p.Seq == seq {
+			d.points = append(d.points[:i:i], d.points[i+1:]...)
+			return
+		}
+	}
+	panic(fmt.Sprintf("fake: disk %q has no point at seq %d", disk, seq))
+}
+
 func (s *fakeSource) addBookmark(disk, name string, p store.Point, kind string) store.Bookmark {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -237,6 +237,7 @@ type info struct {
 	Requested      time.Time    `json:"requested"` // RFC 3339 with nanoseconds, UTC
 	Seq            uint64       `json:"seq"`
 	Time           time.Time    `json:"time"`
+	Resolved       pointRef     `json:"resolved"` // the point served, as seq and time: see the package doc
 	BookmarkBefore *bookmarkRef `json:"bookmark_before"`
 	BookmarkAfter  *bookmarkRef `json:"bookmark_after"`
 	Size           int64        `json:"size,omitempty"` // of a disk; a group's are in disks
@@ -253,6 +254,12 @@ type diskInfo struct {
 	Name      string `json:"name"`
 	Size      int64  `json:"size"`
 	BlockSize int    `json:"block_size"`
+}
+
+// pointRef names a point: its time and journal position.
+type pointRef struct {
+	Time time.Time `json:"time"`
+	Seq  uint64    `json:"seq"`
 }
 
 type bookmarkRef struct {
@@ -273,6 +280,7 @@ func newInfo(e entry, p store.Point, requested time.Time, bookmarks []store.Book
 		Requested:   requested.UTC(),
 		Seq:         p.Seq,
 		Time:        p.Time.UTC(),
+		Resolved:    pointRef{Time: p.Time.UTC(), Seq: p.Seq},
 		Bookmark:    bm,
 		Consistency: store.KindCrash,
 	}

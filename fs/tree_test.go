@@ -211,6 +211,7 @@ func TestResolve(t *testing.T) {
 				Requested:      tc.requested,
 				Seq:            pt.Seq,
 				Time:           pt.Time,
+				Resolved:       pointRef{Time: pt.Time, Seq: pt.Seq},
 				BookmarkBefore: before(tc.point),
 				BookmarkAfter:  after(tc.point),
 				Size:           1 << 20,
@@ -224,6 +225,37 @@ func TestResolve(t *testing.T) {
 	}
 }
 
+// After pruning removes a point, the instants it showed resolve to the kept
+// point before it: info.json says what was asked and what is shown, and the
+// files are the kept point's.
+func TestResolveThinned(t *testing.T) {
+	src, f := newFixture()
+	mnt := testMount(t, src, Options{Now: f.clock()})
+	p := f.p
+	src.removePoint("vm1", p[2].Seq)
+	src.removePoint("vm1", p[3].Seq)
+	for _, tc := range []struct {
+		name      string
+		requested time.Time
+		point     store.Point
+	}{
+		{timespec.Format(p[2].Time), p[2].Time, p[1]},                 // a removed point's own instant
+		{"20261125T103500Z", t0.Add(35 * time.Minute), p[1]},          // between removed points
+		{"20261125T104500Z", t0.Add(45 * time.Minute), p[4]},          // between kept points
+		{timespec.Format(p[4].Time), p[4].Time, p[4]},                 // a kept point, exact
+		{"20261125T100000.000000001Z", t0.Add(time.Nanosecond), p[0]}, // just after the first
+	} {
+		dir := filepath.Join(mnt, "vm1", tc.name)
+		in := readInfo(t, filepath.Join(dir, "info.json"))
+		if !in.Requested.Equal(tc.requested) || in.Resolved.Seq != tc.point.Seq || !in.Resolved.Time.Equal(tc.point.Time) ||
+			in.Seq != tc.point.Seq || !in.Time.Equal(tc.point.Time) {
+			t.Errorf("%s: requested %s resolved %s (seq %d), time %s seq %d; want requested %s resolved %s (seq %d)",
+				tc.name, in.Requested, in.Resolved.Time, in.Resolved.Seq, in.Time, in.Seq, tc.requested, tc.point.Time, tc.point.Seq)
+		}
+		checkImages(t, dir, "vm1", src.image("vm1", tc.point.Seq))
+	}
+}
+
 func infoEqual(a, b info) bool {
 	refEqual := func(x, y *bookmarkRef) bool {
 		if x == nil || y == nil {
@@ -232,6 +264,7 @@ func infoEqual(a, b info) bool {
 		return x.Name == y.Name && x.Time.Equal(y.Time) && x.Seq == y.Seq && x.Kind == y.Kind
 	}
 	return a.Disk == b.Disk && a.Requested.Equal(b.Requested) && a.Seq == b.Seq && a.Time.Equal(b.Time) &&
+		a.Resolved.Seq == b.Resolved.Seq && a.Resolved.Time.Equal(b.Resolved.Time) &&
 		refEqual(a.BookmarkBefore, b.BookmarkBefore) && refEqual(a.BookmarkAfter, b.BookmarkAfter) &&
 		a.Size == b.Size && a.BlockSize == b.BlockSize
 }

@@ -21,7 +21,21 @@ type pointRow struct {
 	Name        string   `json:"name"` // its directory in the mount
 	Consistency string   `json:"consistency"`
 	Bookmarks   []string `json:"bookmarks,omitempty"`
+	// Requested is the instant asked for (--at, a bookmark's instant, else
+	// the point's own time) and Resolved the point that shows it, the
+	// newest at or before it: after pruning, a thinned instant resolves
+	// to an older kept point.
+	Requested time.Time `json:"requested"`
+	Resolved  pointRef  `json:"resolved"`
 }
+
+// pointRef names a point: its time and journal position.
+type pointRef struct {
+	Time time.Time `json:"time"`
+	Seq  uint64    `json:"seq"`
+}
+
+func refOf(p store.Point) pointRef { return pointRef{Time: p.Time, Seq: p.Seq} }
 
 func cmdPoints() *cli.Command {
 	return &cli.Command{
@@ -37,7 +51,16 @@ points are listed; with --after NAME, the oldest --limit points after that one, 
 script pages forward by passing the last NAME it got:
 
   hindsight points db-vm --consistency application --since -24h --json
-  hindsight points web --since -7d --limit 500 --after 20261125T101530.123Z`,
+  hindsight points web --since -7d --limit 500 --after 20261125T101530.123Z
+
+--at resolves instants instead (any time form, latest, bookmark:NAME; repeat it
+for several): each row is the point that shows the instant, the newest at or
+before it. With --json every row has "requested" (the instant asked for; a
+bookmark's instant; else the point's own time) and "resolved" {"time", "seq"}
+(the point shown): once pruning has thinned old history, an instant whose
+point was removed resolves to the kept point before it, and the two differ.
+
+  hindsight points web --at 2026-11-25T10:15:00Z --at -30d --json`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "since", Usage: "only points at or after this time"},
 			&cli.StringFlag{Name: "until", Usage: "only points at or before this time"},
@@ -45,6 +68,7 @@ script pages forward by passing the last NAME it got:
 			&cli.IntFlag{Name: "limit", Value: 1000, Usage: "at most this many (0: all)"},
 			&cli.StringFlag{Name: "consistency", Aliases: []string{"kind"}, Usage: "only bookmarks of this kind: application, crash, user, resync"},
 			&cli.StringFlag{Name: "bookmark", Usage: "only bookmarks whose name matches this shell `PATTERN`"},
+			&cli.StringSliceFlag{Name: "at", Usage: "resolve this `INSTANT` to the point that shows it (repeatable)"},
 		},
 		Action: func(c *cli.Context) error {
 			now := time.Now()
@@ -65,13 +89,34 @@ script pages forward by passing the last NAME it got:
 			if _, err := path.Match(c.String("bookmark"), ""); err != nil {
 				return usagef("--bookmark %q: %v", c.String("bookmark"), err)
 			}
+			at := c.StringSlice("at")
+			if len(at) > 0 {
+				for _, f := range []string{"since", "until", "after", "consistency", "bookmark"} {
+					if c.IsSet(f) {
+						return usagef("--at resolves instants: it takes no --%s", f)
+					}
+				}
+			}
 			return withTarget(c, true, func(r *store.Repo, owner store.Disk) error {
-				rows, err := listPoints(c, r, owner, since, until)
+				var rows []pointRow
+				var err error
+				if len(at) > 0 {
+					rows, err = resolvePoints(r, owner, at, now)
+				} else {
+					rows, err = listPoints(c, r, owner, since, until)
+				}
 				if err != nil {
 					return err
 				}
 				if c.Bool("json") {
 					return printJSON(c, rows)
+				}
+				if len(at) > 0 {
+					cells := make([][]string, len(rows))
+					for i, p := range rows {
+						cells[i] = []string{fmtTime(p.Requested), p.Name, fmtTime(p.Time), strconv.FormatUint(p.Seq, 10), p.Consistency, strings.Join(p.Bookmarks, ",")}
+					}
+					return table(c.App.Writer, []string{"REQUESTED", "NAME", "TIME", "SEQ", "CONSISTENCY", "BOOKMARKS"}, cells)
 				}
 				cells := make([][]string, len(rows))
 				for i, p := range rows {
@@ -99,11 +144,13 @@ func listPoints(c *cli.Context, r *store.Repo, owner store.Disk, since, until ti
 				continue
 			}
 			pt := store.Point{Seq: b.Seq, Time: b.Time}
+			resolved := refOf(pt)
 			if p, err := r.PointAt(owner.Timeline, b.Time); err == nil {
 				pt.Blocks = p.Blocks // what the named point journaled
+				resolved = refOf(p)
 			}
 			rows = append(rows, pointRow{Point: pt, Name: timespec.Format(b.Time),
-				Consistency: consistency(b.Kind), Bookmarks: []string{b.Name}})
+				Consistency: consistency(b.Kind), Bookmarks: []string{b.Name}, Requested: b.Time, Resolved: resolved})
 		}
 		sortRows(rows)
 		return page(c, rows, limit), nil
@@ -118,16 +165,39 @@ func listPoints(c *cli.Context, r *store.Repo, owner store.Disk, since, until ti
 		return nil, err
 	}
 	for _, p := range ps {
-		row := pointRow{Point: p, Name: timespec.Format(p.Time), Consistency: store.KindCrash}
-		for _, b := range bms {
-			if b.Seq == p.Seq {
-				row.Bookmarks = append(row.Bookmarks, b.Name)
-				if b.Kind == store.KindApplication {
-					row.Consistency = store.KindApplication
-				}
+		rows = append(rows, newPointRow(p, p.Time, bms))
+	}
+	return rows, nil
+}
+
+// newPointRow is the row of point p, shown for the instant requested, with
+// the bookmarks at its position.
+func newPointRow(p store.Point, requested time.Time, bms []store.Bookmark) pointRow {
+	row := pointRow{Point: p, Name: timespec.Format(p.Time), Consistency: store.KindCrash, Requested: requested, Resolved: refOf(p)}
+	for _, b := range bms {
+		if b.Seq == p.Seq {
+			row.Bookmarks = append(row.Bookmarks, b.Name)
+			if b.Kind == store.KindApplication {
+				row.Consistency = store.KindApplication
 			}
 		}
-		rows = append(rows, row)
+	}
+	return row
+}
+
+// resolvePoints is one row per instant of specs: the point that shows it.
+func resolvePoints(r *store.Repo, owner store.Disk, specs []string, now time.Time) ([]pointRow, error) {
+	bms, err := r.Bookmarks(owner)
+	if err != nil {
+		return nil, err
+	}
+	rows := make([]pointRow, 0, len(specs))
+	for _, spec := range specs {
+		in, err := resolveAt(r, owner, spec, now)
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, newPointRow(in.Point, in.Requested, bms))
 	}
 	return rows, nil
 }

@@ -59,7 +59,7 @@ the first point or in the future), 4 busy (another writer, or the name exists),
 			&cli.BoolFlag{Name: "debug", EnvVars: []string{"HINDSIGHT_DEBUG"}, Usage: "log internal events to stderr"},
 		},
 		Commands: []*cli.Command{
-			cmdInit(), cmdDisk(), cmdGroup(), cmdImport(), cmdBookmark(), cmdBookmarks(), cmdPoints(), cmdMount(), cmdExport(), cmdServe(), cmdProtect(), cmdUnprotect(), cmdProtections(), cmdClone(), cmdCloneEnd(), cmdServeNBD(), cmdStatus(), cmdVerify(), cmdBrowse(), cmdRestore(), cmdHistory(), cmdDiff(), cmdVSphere(),
+			cmdInit(), cmdDisk(), cmdGroup(), cmdImport(), cmdBookmark(), cmdBookmarks(), cmdPoints(), cmdMount(), cmdExport(), cmdServe(), cmdProtect(), cmdUnprotect(), cmdProtections(), cmdClone(), cmdCloneEnd(), cmdServeNBD(), cmdStatus(), cmdVerify(), cmdDu(), cmdBrowse(), cmdRestore(), cmdHistory(), cmdDiff(), cmdVSphere(),
 		},
 		ExitErrHandler:  func(*cli.Context, error) {}, // main prints and exits
 		HideHelpCommand: true,
