@@ -49,8 +49,8 @@ import (
 // gcChunk bounds the candidates one batch of the sweep examines, and
 // gcCopyBytes the content one batch of a rewrite copies.
 const (
-	gcChunk     = 4096
-	gcCopyBytes = 8 << 20
+	gcChunk     = 1024
+	gcCopyBytes = 4 << 20
 )
 
 // gcSpareBytes is the free space a rewrite leaves on the filesystem beyond
@@ -68,6 +68,8 @@ func (r *Repo) Collect(ctx context.Context, opt GCOptions) (GCResult, error) {
 	if opt.MaxUnused <= 0 {
 		opt.MaxUnused = 0.1
 	}
+	r.mmu.Lock()
+	defer r.mmu.Unlock()
 	var res GCResult
 	unused := map[uint32]uint64{} // a dry run's sweep, not recorded
 	if err := r.sweep(ctx, opt.DryRun, &res, unused); err != nil {
@@ -98,12 +100,14 @@ func (r *Repo) sweep(ctx context.Context, dryRun bool, res *GCResult, unused map
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		held := time.Now()
 		if !dryRun {
 			r.acquire()
 		}
 		next, err := r.sweepPiece(cursor, dryRun, res, unused)
 		if !dryRun {
 			r.wmu.Unlock()
+			yield(ctx, time.Since(held))
 		}
 		if err != nil {
 			return err
@@ -278,9 +282,17 @@ func (r *Repo) rewrite(ctx context.Context, seg uint32) (int64, error) {
 		if err := ctx.Err(); err != nil {
 			return copied, err
 		}
+		// Reading and checking the piece needs no writer: nothing but gc
+		// changes what a sealed segment holds or its location keys.
+		piece, next, err := r.readPiece(seg, cursor)
+		if err != nil {
+			return copied, err
+		}
+		held := time.Now()
 		r.acquire()
-		next, n, err := r.rewritePiece(seg, cursor)
+		n, err := r.movePiece(seg, piece, next == nil)
 		r.wmu.Unlock()
+		yield(ctx, time.Since(held))
 		copied += n
 		if err != nil || next == nil {
 			return copied, err
@@ -289,67 +301,88 @@ func (r *Repo) rewrite(ctx context.Context, seg uint32) (int64, error) {
 	}
 }
 
-// rewritePiece copies about gcCopyBytes of seg's content from the location
-// key cursor on, and retires seg with the last piece. The writer is held.
-func (r *Repo) rewritePiece(seg uint32, cursor []byte) (next []byte, copied int64, err error) {
-	if seg == r.segs.wID {
-		return nil, 0, fmt.Errorf("segments/%s is being written", segmentName(seg))
-	}
+// moved is one content of a segment being rewritten, read and checked.
+type moved struct {
+	key    []byte // its location key
+	hash   Hash
+	loc    location
+	stored []byte // nil: the key is stale (the content is elsewhere or gone)
+}
+
+// readPiece reads and checks about gcCopyBytes of seg's live content from
+// the location key cursor on; next is where the following piece starts
+// (nil: this is the last).
+func (r *Repo) readPiece(seg uint32, cursor []byte) (piece []moved, next []byte, err error) {
 	it, err := r.db.NewIter(&pebble.IterOptions{LowerBound: cursor, UpperBound: contentAtKey(seg+1, 0)})
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, err
 	}
 	defer func() {
 		if cerr := it.Close(); err == nil {
 			err = cerr
 		}
 	}()
-	b := r.db.NewBatch()
-	defer b.Close()
-	var buf []byte
+	size := 0
 	for it.First(); it.Valid(); it.Next() {
-		if copied >= gcCopyBytes {
-			next = bytes.Clone(it.Key())
-			break
+		if size >= gcCopyBytes {
+			return piece, bytes.Clone(it.Key()), nil
 		}
-		k, v := bytes.Clone(it.Key()), it.Value()
-		if len(k) != 13 || len(v) != len(Hash{}) {
-			b.Delete(k, nil)
+		m := moved{key: bytes.Clone(it.Key())}
+		v := it.Value()
+		if len(m.key) != 13 || len(v) != len(Hash{}) {
+			piece = append(piece, m)
 			continue
 		}
-		h, off := Hash(v), binary.BigEndian.Uint64(k[5:])
-		hv, ok, err := r.get(hashKey(h))
+		m.hash = Hash(v)
+		off := binary.BigEndian.Uint64(m.key[5:])
+		hv, ok, err := r.get(hashKey(m.hash))
 		if err != nil {
-			return nil, copied, err
+			return nil, nil, err
 		}
 		loc, lerr := decodeLocation(hv)
 		if !ok || lerr != nil || loc.seg != seg || loc.off != off {
-			b.Delete(k, nil) // a location the content no longer has
+			piece = append(piece, m) // a location the content no longer has
 			continue
 		}
-		buf = slices.Grow(buf[:0], int(loc.n))[:loc.n]
-		if err := r.segs.readRaw(buf, seg, off); err != nil {
-			return nil, copied, fmt.Errorf("%w: %v; garbage collection stops: run 'hindsight verify --full'", ErrCorrupt, err)
+		m.loc, m.stored = loc, make([]byte, loc.n)
+		if err := r.segs.readRaw(m.stored, seg, off); err != nil {
+			return nil, nil, fmt.Errorf("%w: %v; garbage collection stops: run 'hindsight verify --full'", ErrCorrupt, err)
 		}
-		if err := r.checkStored(h, loc, buf); err != nil {
-			return nil, copied, fmt.Errorf("%w: content at segments/%s offset %d: %v; garbage collection stops: run 'hindsight verify --full'",
+		if err := r.checkStored(m.hash, loc, m.stored); err != nil {
+			return nil, nil, fmt.Errorf("%w: content at segments/%s offset %d: %v; garbage collection stops: run 'hindsight verify --full'",
 				ErrCorrupt, segmentName(seg), off, err)
 		}
-		nloc, err := r.segs.add(buf, loc.flags&flagZstd)
-		if err != nil {
-			return nil, copied, err
+		piece = append(piece, m)
+		size += int(loc.n)
+	}
+	return piece, nil, it.Error()
+}
+
+// movePiece appends the content read by readPiece to the newest segment
+// and points the content index at it, in one synced batch that retires seg
+// when last is set. The writer is held.
+func (r *Repo) movePiece(seg uint32, piece []moved, last bool) (copied int64, err error) {
+	if seg == r.segs.wID {
+		return 0, fmt.Errorf("segments/%s is being written", segmentName(seg))
+	}
+	b := r.db.NewBatch()
+	defer b.Close()
+	for _, m := range piece {
+		b.Delete(m.key, nil)
+		if m.stored == nil {
+			continue
 		}
-		b.Delete(k, nil)
-		r.indexHash(b, h, nloc.append(nil))
-		copied += int64(loc.n)
+		nloc, err := r.segs.add(m.stored, m.loc.flags&flagZstd)
+		if err != nil {
+			return copied, err
+		}
+		r.indexHash(b, m.hash, nloc.append(nil))
+		copied += int64(m.loc.n)
 	}
-	if err := it.Error(); err != nil {
-		return nil, copied, err
-	}
-	if next == nil { // the last piece: the segment is retired with it
+	if last {
 		gens, err := viewGenerations(r.dir)
 		if err != nil {
-			return nil, copied, err
+			return copied, err
 		}
 		gen := uint64(1)
 		if len(gens) > 0 {
@@ -360,12 +393,24 @@ func (r *Repo) rewritePiece(seg uint32, cursor []byte) (next []byte, copied int6
 		b.Delete(unusedKey(seg), nil)
 	}
 	if err := r.commitSynced(b, r.head.Load()); err != nil {
-		return nil, copied, err
+		return copied, err
 	}
-	if next == nil {
+	if last {
 		r.addRetired(seg)
 	}
-	return next, copied, nil
+	return copied, nil
+}
+
+// yield gives the writer back to captures after a piece of maintenance
+// that took held: three times as long, so that prune and gc take at most
+// about a quarter of the writer's time.
+func yield(ctx context.Context, held time.Duration) {
+	t := time.NewTimer(min(3*held, time.Second))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }
 
 // checkStored checks stored bytes of content h at loc before they are copied.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -30,7 +31,7 @@ import (
 // timeline finishes the pending spans first.
 
 // pruneChunk bounds the journal entries one batch of step 2 examines.
-const pruneChunk = 4096
+const pruneChunk = 2048
 
 func pruneKey(tl uint32, hi uint64) []byte {
 	return be64(be32([]byte{kindMeta, 'P'}, tl), hi)
@@ -49,6 +50,8 @@ func (r *Repo) Prune(ctx context.Context, tl uint32, opt PruneOptions) (PruneRes
 	if err := r.writable(); err != nil {
 		return PruneResult{}, err
 	}
+	r.mmu.Lock()
+	defer r.mmu.Unlock()
 	res := PruneResult{Points: []Point{}, Bookmarks: []string{}}
 	r.acquire()
 	members, spans, err := r.planPrune(tl, opt, &res)
@@ -233,12 +236,14 @@ func (r *Repo) collapse(ctx context.Context, tl uint32, members map[uint32]bool,
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		held := time.Now()
 		if !dryRun {
 			r.acquire()
 		}
 		rest, next, err := r.collapseBatch(tl, members, spans, cursor, dryRun, res, hashes)
 		if !dryRun {
 			r.wmu.Unlock()
+			yield(ctx, time.Since(held))
 		}
 		if err != nil {
 			return err

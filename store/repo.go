@@ -62,10 +62,12 @@ type Repo struct {
 	private  string // read-only: the private link directory to remove on Close
 	gen      uint64 // read-only: the view generation opened
 
-	lock  *os.File
-	recs  *recordLog // the writer's records of durable batches (records.go)
-	wmu   sync.Mutex // one step or metadata change at a time
-	q     *queue     // the writer's captured writes not yet journaled
+	lock *os.File
+	recs *recordLog // the writer's records of durable batches (records.go)
+	wmu  sync.Mutex // one step or metadata change at a time
+	// mmu: one prune or gc at a time (they hold wmu only in pieces).
+	mmu   sync.Mutex
+	q     *queue // the writer's captured writes not yet journaled
 	cache *pebble.Cache
 
 	// Writer state under wmu: content added by captured steps and not yet
