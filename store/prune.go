@@ -73,6 +73,17 @@ func (r *Repo) Prune(ctx context.Context, tl uint32, opt PruneOptions) (PruneRes
 	if err := r.collapse(ctx, tl, members, spans, opt.DryRun, &res, hashes); err != nil {
 		return PruneResult{}, fmt.Errorf("store: prune timeline %d: %w", tl, err)
 	}
+	if !opt.DryRun && len(spans) > 0 && res.Versions > 0 {
+		// The journal's entries of the spans are one key range each: give
+		// their space back now rather than when pebble next meets them.
+		lo, hi := spans[0].lo, spans[0].hi
+		for _, s := range spans {
+			lo, hi = min(lo, s.lo), max(hi, s.hi)
+		}
+		if err := r.db.Compact(ctx, be64([]byte{kindJournal}, lo+1), be64([]byte{kindJournal}, hi+1), false); err != nil {
+			r.logf("prune: compacting the journal's pruned range: %v", err)
+		}
+	}
 	for h, gone := range hashes {
 		n, err := r.refCount(h)
 		if err != nil {
