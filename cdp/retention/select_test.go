@@ -34,9 +34,12 @@ func modelBefore(s Span, now time.Time) time.Time {
 // modelBuckets name a point's bucket by formatting its UTC time; a week by
 // the date of its Monday.
 var modelBuckets = map[string]func(time.Time) string{
-	"hourly":  func(t time.Time) string { return t.UTC().Format("2006-01-02T15") },
-	"daily":   func(t time.Time) string { return t.UTC().Format("2006-01-02") },
-	"weekly":  func(t time.Time) string { u := t.UTC(); return u.AddDate(0, 0, -(int(u.Weekday())+6)%7).Format("2006-01-02") },
+	"hourly": func(t time.Time) string { return t.UTC().Format("2006-01-02T15") },
+	"daily":  func(t time.Time) string { return t.UTC().Format("2006-01-02") },
+	"weekly": func(t time.Time) string {
+		u := t.UTC()
+		return u.AddDate(0, 0, -(int(u.Weekday())+6)%7).Format("2006-01-02")
+	},
 	"monthly": func(t time.Time) string { return t.UTC().Format("2006-01") },
 }
 
