@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hindsight-cdp/hindsight/cdp"
+	"github.com/hindsight-cdp/hindsight/cdp/retention"
 	"github.com/hindsight-cdp/hindsight/cdp/timespec"
 	"github.com/hindsight-cdp/hindsight/store"
 )
@@ -39,6 +40,9 @@ const (
 	maxConns = 32
 	// requestTimeout bounds the wait for a request's headers and body.
 	requestTimeout = 10 * time.Second
+	// longTimeout bounds the requests that run as long as their work
+	// (prune, gc): see longRequest.
+	longTimeout = 24 * time.Hour
 )
 
 // Errors of the protocol. Use errors.Is.
@@ -76,13 +80,15 @@ var kinds = map[string]error{
 	"too_large":        ErrTooLarge,
 	"busy":             ErrBusy,
 	"bad_request":      ErrBadRequest,
+	"no_policy":        retention.ErrNoPolicy,
+	"bad_policy":       retention.ErrBadPolicy,
 }
 
 // kindOrder is the order kinds are tried in: damage first, then the most
 // specific classes.
 var kindOrder = []string{"corrupt", "too_large", "busy", "bad_request", "bad_time", "future", "size_mismatch", "time_order",
 	"unknown_disk", "unknown_group", "unknown_bookmark", "no_point", "bookmark_exists", "disk_exists", "in_use", "not_empty",
-	"bad_name", "bad_geometry", "exists", "not_found", "foreign_mount", "bad_spec"}
+	"bad_name", "bad_geometry", "exists", "not_found", "foreign_mount", "bad_spec", "no_policy", "bad_policy"}
 
 func kindOf(err error) string {
 	for _, k := range kindOrder {
@@ -100,9 +106,9 @@ func statusOf(kind string) int {
 		return http.StatusRequestEntityTooLarge
 	case "busy":
 		return http.StatusServiceUnavailable
-	case "bad_request", "bad_spec", "bad_time", "bad_name", "bad_geometry", "size_mismatch", "time_order":
+	case "bad_request", "bad_spec", "bad_time", "bad_name", "bad_geometry", "size_mismatch", "time_order", "bad_policy":
 		return http.StatusBadRequest
-	case "unknown_disk", "unknown_group", "unknown_bookmark", "no_point", "not_found", "future":
+	case "unknown_disk", "unknown_group", "unknown_bookmark", "no_point", "not_found", "future", "no_policy":
 		return http.StatusNotFound
 	case "bookmark_exists", "disk_exists", "in_use", "exists", "foreign_mount", "not_empty":
 		return http.StatusConflict
@@ -245,11 +251,65 @@ func (s *Service) handler() http.Handler {
 		v, err := w.Import(r.Context(), req, nil)
 		reply(rw, v, err)
 	})
+	s.retentionRoutes(mux)
 	s.instantRoutes(mux)
 	mux.HandleFunc("/", func(rw http.ResponseWriter, r *http.Request) {
 		reply(rw, nil, fmt.Errorf("%w: no %s %s in protocol version %d (see the service package's documentation)", ErrBadRequest, r.Method, r.URL.Path, APIVersion))
 	})
 	return mux
+}
+
+// retentionRoutes are the routes of policies, prune and gc.
+func (s *Service) retentionRoutes(mux *http.ServeMux) {
+	w := Local{R: s.r}
+	mux.HandleFunc("PUT /v1/policies/{name}", func(rw http.ResponseWriter, r *http.Request) {
+		var pol retention.Policy
+		if err := decode(r.Body, &pol); err != nil {
+			reply(rw, nil, err)
+			return
+		}
+		v, err := w.SetPolicy(r.Context(), r.PathValue("name"), &pol)
+		reply(rw, v, err)
+	})
+	mux.HandleFunc("DELETE /v1/policies/{name}", func(rw http.ResponseWriter, r *http.Request) {
+		v, err := w.SetPolicy(r.Context(), r.PathValue("name"), nil)
+		reply(rw, v, err)
+	})
+	mux.HandleFunc("POST /v1/prune", func(rw http.ResponseWriter, r *http.Request) {
+		var req PruneRequest
+		if err := decode(r.Body, &req); err != nil {
+			reply(rw, nil, err)
+			return
+		}
+		ctx, cancel := longRequest(rw, r)
+		defer cancel()
+		v, err := s.prune(ctx, req)
+		reply(rw, v, err)
+	})
+	mux.HandleFunc("POST /v1/gc", func(rw http.ResponseWriter, r *http.Request) {
+		var req GCRequest
+		if err := decode(r.Body, &req); err != nil {
+			reply(rw, nil, err)
+			return
+		}
+		ctx, cancel := longRequest(rw, r)
+		defer cancel()
+		v, err := s.collect(ctx, req)
+		reply(rw, v, err)
+	})
+}
+
+// longRequest lets a handler whose body has been read run for up to
+// longTimeout. The socket's requestTimeout is the connection's read
+// deadline, and it stays set while the handler runs: when it passes, Go's
+// server sees its background read of the connection fail and cancels the
+// request's context, so a prune or gc of more than 10 s would be stopped
+// half-way (they are crash-safe, but would never finish). Their run time
+// is what they remove, minutes on a large repository: these routes push
+// the deadline back. A client that goes away (Ctrl-C) still cancels them.
+func longRequest(rw http.ResponseWriter, r *http.Request) (context.Context, context.CancelFunc) {
+	http.NewResponseController(rw).SetReadDeadline(time.Now().Add(longTimeout))
+	return context.WithTimeout(r.Context(), longTimeout)
 }
 
 func boolQuery(r *http.Request, name string) (bool, error) {
