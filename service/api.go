@@ -38,11 +38,10 @@ const (
 	// maxConns is how many connections are served at once; one more is
 	// answered 503 and closed.
 	maxConns = 32
-	// requestTimeout bounds the wait for a request's headers and body.
+	// requestTimeout bounds the wait for a request's headers and body,
+	// not the work it asks for: prune and gc run minutes on a large
+	// repository (see newControlServer).
 	requestTimeout = 10 * time.Second
-	// longTimeout bounds the requests that run as long as their work
-	// (prune, gc): see longRequest.
-	longTimeout = 24 * time.Hour
 )
 
 // Errors of the protocol. Use errors.Is.
@@ -281,9 +280,7 @@ func (s *Service) retentionRoutes(mux *http.ServeMux) {
 			reply(rw, nil, err)
 			return
 		}
-		ctx, cancel := longRequest(rw, r)
-		defer cancel()
-		v, err := s.prune(ctx, req)
+		v, err := s.prune(r.Context(), req)
 		reply(rw, v, err)
 	})
 	mux.HandleFunc("POST /v1/gc", func(rw http.ResponseWriter, r *http.Request) {
@@ -292,24 +289,9 @@ func (s *Service) retentionRoutes(mux *http.ServeMux) {
 			reply(rw, nil, err)
 			return
 		}
-		ctx, cancel := longRequest(rw, r)
-		defer cancel()
-		v, err := s.collect(ctx, req)
+		v, err := s.collect(r.Context(), req)
 		reply(rw, v, err)
 	})
-}
-
-// longRequest lets a handler whose body has been read run for up to
-// longTimeout. The socket's requestTimeout is the connection's read
-// deadline, and it stays set while the handler runs: when it passes, Go's
-// server sees its background read of the connection fail and cancels the
-// request's context, so a prune or gc of more than 10 s would be stopped
-// half-way (they are crash-safe, but would never finish). Their run time
-// is what they remove, minutes on a large repository: these routes push
-// the deadline back. A client that goes away (Ctrl-C) still cancels them.
-func longRequest(rw http.ResponseWriter, r *http.Request) (context.Context, context.CancelFunc) {
-	http.NewResponseController(rw).SetReadDeadline(time.Now().Add(longTimeout))
-	return context.WithTimeout(r.Context(), longTimeout)
 }
 
 func boolQuery(r *http.Request, name string) (bool, error) {
@@ -358,13 +340,7 @@ type controlLimits struct {
 }
 
 func (s *Service) serveControl(ctx context.Context, l net.Listener, lim controlLimits) error {
-	srv := &http.Server{
-		Handler:           s.handler(),
-		ReadHeaderTimeout: lim.timeout,
-		ReadTimeout:       lim.timeout,
-		IdleTimeout:       30 * time.Second,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
+	srv := newControlServer(s.handler(), lim, s.log)
 	gl := &guardedListener{Listener: l, slots: make(chan struct{}, lim.conns), refusing: make(chan struct{}, lim.conns), euid: uint32(os.Geteuid()), logf: s.logf("socket", "control")}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(gl) }()
@@ -378,6 +354,21 @@ func (s *Service) serveControl(ctx context.Context, l net.Listener, lim controlL
 		return nil
 	case err := <-done:
 		return err
+	}
+}
+
+// newControlServer is the control socket's HTTP server. Its timeout bounds
+// the arrival of a request (its headers and body), never the work: Go's
+// server clears the read deadline once the body is read, and there is no
+// write timeout, so a prune or gc runs as long as what it removes takes
+// and ends when its client goes away (TestControlLongRequest).
+func newControlServer(h http.Handler, lim controlLimits, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: lim.timeout,
+		ReadTimeout:       lim.timeout,
+		IdleTimeout:       30 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 }
 
