@@ -60,7 +60,7 @@ func (r *Repo) baseImage(d Disk) (*Image, error) {
 }
 
 // DeleteDisk removes a disk and its history: its block versions, journal
-// records, points and bookmarks. Content shared with other disks stays. A
+// records, points, bookmarks and retention policy. Content shared with other disks stays. A
 // disk that is a clone's base, or a member of a group, is refused.
 func (r *Repo) DeleteDisk(name string) error {
 	if err := r.writable(); err != nil {

@@ -46,9 +46,7 @@ type policySetOptions struct {
 }
 
 func cmdPolicySet() *cli.Command {
-	span := func(name, usage string) cli.Flag {
-		return &cli.StringFlag{Name: name, Usage: usage + " (`SPAN`: 36h, 30d, 26w, 24m = months, 2y, 1y6m)"}
-	}
+	span := func(name, usage string) cli.Flag { return &cli.StringFlag{Name: name, Usage: usage} }
 	return &cli.Command{
 		Name:      "set",
 		Usage:     "record the retention policy of a DISK or GROUP (replacing the whole policy)",
@@ -62,12 +60,12 @@ applies every policy on its own ('serve --prune-every').
   hindsight policy set web --keep-all 24h --hourly 7d --daily 30d --weekly 26w --monthly 24m
   hindsight policy set db-vm --keep-all 2d --daily 90d --bookmarks 1y`,
 		Flags: []cli.Flag{
-			span("keep-all", "keep every point this young"),
-			span("hourly", "keep the newest point of each hour this far back"),
-			span("daily", "keep the newest point of each day this far back"),
-			span("weekly", "keep the newest point of each ISO week this far back"),
-			span("monthly", "keep the newest point of each month this far back"),
-			span("bookmarks", "keep bookmarks this young (default: the longest window)"),
+			span("keep-all", "keep every point of the last `SPAN` (36h, 30d, 26w, 24m = 24 months, 2y, 1y6m)"),
+			span("hourly", "keep the newest point of each hour of the last `SPAN`"),
+			span("daily", "keep the newest point of each day of the last `SPAN`"),
+			span("weekly", "keep the newest point of each ISO week of the last `SPAN`"),
+			span("monthly", "keep the newest point of each month of the last `SPAN`"),
+			span("bookmarks", "keep the bookmarks of the last `SPAN` (default: the longest window)"),
 		},
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 1, "a DISK or GROUP"); err != nil {
