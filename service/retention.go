@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -97,6 +98,8 @@ func (l Local) Collect(ctx context.Context, req GCRequest, progress func(done, t
 // prune runs a prune requested of the service: one retention job at a
 // time, whether asked or scheduled.
 func (s *Service) prune(ctx context.Context, req PruneRequest) ([]retention.Report, error) {
+	ctx, cancel := s.job(ctx)
+	defer cancel()
 	if err := s.retentionSlot(ctx); err != nil {
 		return nil, err
 	}
@@ -108,6 +111,8 @@ func (s *Service) prune(ctx context.Context, req PruneRequest) ([]retention.Repo
 
 // collect runs a garbage collection requested of the service.
 func (s *Service) collect(ctx context.Context, req GCRequest) (store.GCResult, error) {
+	ctx, cancel := s.job(ctx)
+	defer cancel()
 	if err := s.retentionSlot(ctx); err != nil {
 		return store.GCResult{}, err
 	}
@@ -119,11 +124,30 @@ func (s *Service) collect(ctx context.Context, req GCRequest) (store.GCResult, e
 	return res, err
 }
 
+// job is the context of a retention job asked over the socket: it ends
+// with the request or with the service, whichever ends first. (A request
+// outlives the control server's shutdown, which waits 5 s for it; a
+// prune may run for minutes, and the repository closes after Run.)
+func (s *Service) job(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(s.stopped, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+// errStopping: the service stops; it starts no retention job.
+var errStopping = errors.New("service: stopping")
+
 // retentionSlot waits for the one retention job slot, or for ctx.
 func (s *Service) retentionSlot(ctx context.Context) error {
 	select {
 	case s.retSlot <- struct{}{}:
+		if s.stopped.Err() != nil { // got it before Run took it for good
+			<-s.retSlot
+			return errStopping
+		}
 		return nil
+	case <-s.stopped.Done():
+		return errStopping
 	case <-ctx.Done():
 		return ctx.Err()
 	}

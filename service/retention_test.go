@@ -313,13 +313,38 @@ func TestRetentionSchedule(t *testing.T) {
 	}
 }
 
+// TestRetentionAfterStop: once Run has returned (and the repository may
+// close), a prune or gc asked over a connection still open starts nothing.
+func TestRetentionAfterStop(t *testing.T) {
+	s, _ := newTestService(t, Options{PruneEvery: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := s.prune(ctx, PruneRequest{All: true}); !errors.Is(err, errStopping) {
+		t.Errorf("prune after Run: %v, want errStopping", err)
+	}
+	if _, err := s.collect(ctx, GCRequest{}); !errors.Is(err, errStopping) {
+		t.Errorf("gc after Run: %v, want errStopping", err)
+	}
+}
+
 func waitFor(t *testing.T, what string, cond func() bool, log *logBuffer) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			l := log.String()
-			t.Fatalf("no %s after 10 s; the service's log ends:\n%s", what, l[max(0, len(l)-2000):])
+			if len(l) > 2000 {
+				l = l[len(l)-2000:]
+				l = l[strings.IndexByte(l, '\n')+1:]
+			}
+			t.Fatalf("still waiting for %s after 10 s; the service's log ends:\n%s", what, l)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -62,8 +62,12 @@ type Service struct {
 	inst  map[string]*instant
 
 	// retSlot holds one retention job (prune or gc, asked or scheduled)
-	// at a time.
+	// at a time; Run takes it for good once it stops.
 	retSlot chan struct{}
+	// stopped ends when Run stops: retention jobs asked over the socket end
+	// with it, before the repository closes.
+	stopped context.Context
+	stop    context.CancelFunc
 }
 
 // New makes the service of the writer repository r.
@@ -78,6 +82,7 @@ func New(r *store.Repo, opt Options) (*Service, error) {
 	s := &Service{r: r, opt: opt, log: log, started: time.Now(), dirty: make(chan struct{}, 1),
 		prots: map[string]*protection{}, inst: map[string]*instant{}, statusPrev: map[string]statusSample{},
 		retSlot: make(chan struct{}, 1)}
+	s.stopped, s.stop = context.WithCancel(context.Background())
 	if opt.Record {
 		st, err := loadState(r.Dir())
 		if err != nil {
@@ -114,7 +119,11 @@ func (s *Service) Run(ctx context.Context) error {
 		wg.Go(func() { s.retentionLoop(ctx) })
 	}
 	err := s.publishLoop(ctx)
-	wg.Wait() // a prune stops at ctx's end (crash-safe at any moment)
+	// Retention jobs stop at ctx's end (crash-safe at any moment), and
+	// none starts after: the repository closes once Run returns.
+	s.stop()
+	wg.Wait()
+	s.retSlot <- struct{}{}
 	return errors.Join(err, s.shutdown())
 }
 
