@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hindsight-cdp/hindsight/cdp"
+	"github.com/hindsight-cdp/hindsight/cdp/retention"
 	"github.com/hindsight-cdp/hindsight/cdp/timespec"
 	"github.com/hindsight-cdp/hindsight/store"
 )
@@ -37,7 +38,9 @@ const (
 	// maxConns is how many connections are served at once; one more is
 	// answered 503 and closed.
 	maxConns = 32
-	// requestTimeout bounds the wait for a request's headers and body.
+	// requestTimeout bounds the wait for a request's headers and body,
+	// not the work it asks for: prune and gc run minutes on a large
+	// repository (see newControlServer).
 	requestTimeout = 10 * time.Second
 )
 
@@ -76,13 +79,15 @@ var kinds = map[string]error{
 	"too_large":        ErrTooLarge,
 	"busy":             ErrBusy,
 	"bad_request":      ErrBadRequest,
+	"no_policy":        retention.ErrNoPolicy,
+	"bad_policy":       retention.ErrBadPolicy,
 }
 
 // kindOrder is the order kinds are tried in: damage first, then the most
 // specific classes.
 var kindOrder = []string{"corrupt", "too_large", "busy", "bad_request", "bad_time", "future", "size_mismatch", "time_order",
 	"unknown_disk", "unknown_group", "unknown_bookmark", "no_point", "bookmark_exists", "disk_exists", "in_use", "not_empty",
-	"bad_name", "bad_geometry", "exists", "not_found", "foreign_mount", "bad_spec"}
+	"bad_name", "bad_geometry", "exists", "not_found", "foreign_mount", "bad_spec", "no_policy", "bad_policy"}
 
 func kindOf(err error) string {
 	for _, k := range kindOrder {
@@ -100,9 +105,9 @@ func statusOf(kind string) int {
 		return http.StatusRequestEntityTooLarge
 	case "busy":
 		return http.StatusServiceUnavailable
-	case "bad_request", "bad_spec", "bad_time", "bad_name", "bad_geometry", "size_mismatch", "time_order":
+	case "bad_request", "bad_spec", "bad_time", "bad_name", "bad_geometry", "size_mismatch", "time_order", "bad_policy":
 		return http.StatusBadRequest
-	case "unknown_disk", "unknown_group", "unknown_bookmark", "no_point", "not_found", "future":
+	case "unknown_disk", "unknown_group", "unknown_bookmark", "no_point", "not_found", "future", "no_policy":
 		return http.StatusNotFound
 	case "bookmark_exists", "disk_exists", "in_use", "exists", "foreign_mount", "not_empty":
 		return http.StatusConflict
@@ -245,11 +250,48 @@ func (s *Service) handler() http.Handler {
 		v, err := w.Import(r.Context(), req, nil)
 		reply(rw, v, err)
 	})
+	s.retentionRoutes(mux)
 	s.instantRoutes(mux)
 	mux.HandleFunc("/", func(rw http.ResponseWriter, r *http.Request) {
 		reply(rw, nil, fmt.Errorf("%w: no %s %s in protocol version %d (see the service package's documentation)", ErrBadRequest, r.Method, r.URL.Path, APIVersion))
 	})
 	return mux
+}
+
+// retentionRoutes are the routes of policies, prune and gc.
+func (s *Service) retentionRoutes(mux *http.ServeMux) {
+	w := Local{R: s.r}
+	mux.HandleFunc("PUT /v1/policies/{name}", func(rw http.ResponseWriter, r *http.Request) {
+		var pol retention.Policy
+		if err := decode(r.Body, &pol); err != nil {
+			reply(rw, nil, err)
+			return
+		}
+		v, err := w.SetPolicy(r.Context(), r.PathValue("name"), &pol)
+		reply(rw, v, err)
+	})
+	mux.HandleFunc("DELETE /v1/policies/{name}", func(rw http.ResponseWriter, r *http.Request) {
+		v, err := w.SetPolicy(r.Context(), r.PathValue("name"), nil)
+		reply(rw, v, err)
+	})
+	mux.HandleFunc("POST /v1/prune", func(rw http.ResponseWriter, r *http.Request) {
+		var req PruneRequest
+		if err := decode(r.Body, &req); err != nil {
+			reply(rw, nil, err)
+			return
+		}
+		v, err := s.prune(r.Context(), req)
+		reply(rw, v, err)
+	})
+	mux.HandleFunc("POST /v1/gc", func(rw http.ResponseWriter, r *http.Request) {
+		var req GCRequest
+		if err := decode(r.Body, &req); err != nil {
+			reply(rw, nil, err)
+			return
+		}
+		v, err := s.collect(r.Context(), req)
+		reply(rw, v, err)
+	})
 }
 
 func boolQuery(r *http.Request, name string) (bool, error) {
@@ -298,13 +340,7 @@ type controlLimits struct {
 }
 
 func (s *Service) serveControl(ctx context.Context, l net.Listener, lim controlLimits) error {
-	srv := &http.Server{
-		Handler:           s.handler(),
-		ReadHeaderTimeout: lim.timeout,
-		ReadTimeout:       lim.timeout,
-		IdleTimeout:       30 * time.Second,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
+	srv := newControlServer(s.handler(), lim, s.log)
 	gl := &guardedListener{Listener: l, slots: make(chan struct{}, lim.conns), refusing: make(chan struct{}, lim.conns), euid: uint32(os.Geteuid()), logf: s.logf("socket", "control")}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(gl) }()
@@ -318,6 +354,21 @@ func (s *Service) serveControl(ctx context.Context, l net.Listener, lim controlL
 		return nil
 	case err := <-done:
 		return err
+	}
+}
+
+// newControlServer is the control socket's HTTP server. Its timeout bounds
+// the arrival of a request (its headers and body), never the work: Go's
+// server clears the read deadline once the body is read, and there is no
+// write timeout, so a prune or gc runs as long as what it removes takes
+// and ends when its client goes away (TestControlLongRequest).
+func newControlServer(h http.Handler, lim controlLimits, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: lim.timeout,
+		ReadTimeout:       lim.timeout,
+		IdleTimeout:       30 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 }
 

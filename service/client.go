@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hindsight-cdp/hindsight/cdp"
+	"github.com/hindsight-cdp/hindsight/cdp/retention"
 	"github.com/hindsight-cdp/hindsight/store"
 	"github.com/hindsight-cdp/hindsight/vsphere"
 )
@@ -175,6 +176,29 @@ func (c *Client) JoinGroup(ctx context.Context, group, disk string) (store.Group
 func (c *Client) Import(ctx context.Context, req ImportRequest, progress func(int64)) (cdp.ImportResult, error) {
 	var res cdp.ImportResult
 	return res, c.do(ctx, http.MethodPost, "/v1/imports", req, &res)
+}
+
+// SetPolicy asks the service to record target's policy (nil: remove it).
+func (c *Client) SetPolicy(ctx context.Context, target string, pol *retention.Policy) (retention.Entry, error) {
+	var e retention.Entry
+	path := "/v1/policies/" + url.PathEscape(target)
+	if pol == nil {
+		return e, c.do(ctx, http.MethodDelete, path, nil, &e)
+	}
+	return e, c.do(ctx, http.MethodPut, path, pol, &e)
+}
+
+// Prune asks the service to prune by the recorded policies.
+func (c *Client) Prune(ctx context.Context, req PruneRequest) ([]retention.Report, error) {
+	var reps []retention.Report
+	return reps, c.do(ctx, http.MethodPost, "/v1/prune", req, &reps)
+}
+
+// Collect asks the service for a garbage collection; progress is not
+// reported across the socket.
+func (c *Client) Collect(ctx context.Context, req GCRequest, progress func(done, total int64)) (store.GCResult, error) {
+	var res store.GCResult
+	return res, c.do(ctx, http.MethodPost, "/v1/gc", req, &res)
 }
 
 // StartInstant asks the service for an instant recovery; it returns once

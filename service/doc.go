@@ -69,8 +69,13 @@
 //	POST   /v1/groups                  GroupRequest      store.Group
 //	POST   /v1/groups/{name}/disks     JoinRequest       store.Group
 //	POST   /v1/imports                 ImportRequest     cdp.ImportResult
+//	PUT    /v1/policies/{name}         retention.Policy  retention.Entry
+//	DELETE /v1/policies/{name}         -                 retention.Entry (the policy removed)
+//	POST   /v1/prune                   PruneRequest      []retention.Report
+//	POST   /v1/gc                      GCRequest         store.GCResult
 //
 // plus the vSphere instant recovery routes when Options.Instants is set.
+// Policies are read from the repository's views, as every listing is.
 // Field names are those of the types' json tags. A request body is one
 // JSON value: unknown fields and anything after the value are refused, so
 // that a misspelt option is an error, not a default. POST /v1/protections
@@ -84,9 +89,10 @@
 //
 //	400 Bad Request            bad_request (ErrBadRequest: malformed JSON, an unknown field,
 //	                           trailing data, a route or method this version does not have),
-//	                           bad_spec (ErrBadSpec), bad_time, bad_name, size_mismatch, time_order
+//	                           bad_spec (ErrBadSpec), bad_time, bad_name, size_mismatch, time_order,
+//	                           bad_policy (retention.ErrBadPolicy)
 //	404 Not Found              not_found (ErrNotFound), unknown_disk, unknown_group,
-//	                           unknown_bookmark, no_point, future
+//	                           unknown_bookmark, no_point, future, no_policy (retention.ErrNoPolicy)
 //	409 Conflict               exists (ErrExists), disk_exists, bookmark_exists, in_use,
 //	                           not_empty, foreign_mount (ErrForeignMount)
 //	413 Request Entity Too Large  too_large (ErrTooLarge)
@@ -105,7 +111,18 @@
 // once, before it sends anything, and closed; a request must arrive whole
 // within 10 seconds: a client silent that long is dropped without an
 // answer, one whose body is still arriving gets 400 bad_request; an idle
-// keep-alive connection is closed after 30 seconds.
+// keep-alive connection is closed after 30 seconds. Prune and gc, once
+// their request has arrived, run as long as their work needs (up to a
+// day; see longRequest), and stop when their client goes away.
+//
+// # Retention
+//
+// With Options.PruneEvery (`serve --prune-every`, 1h by default), the
+// service applies every recorded policy (retention.RunAll) and then
+// garbage collects once, every PruneEvery. Prunes and collections run one
+// at a time, asked or scheduled. A run that fails is logged and counted
+// in hindsight_retention_last_run_success; the service goes on, and the
+// next run tries again.
 //
 // # Metrics
 //
@@ -113,5 +130,11 @@
 // per disk the counters of `protections` (hindsight_disk_writes_total,
 // hindsight_disk_written_bytes_total, hindsight_disk_flushes_total, ...),
 // read from the devices at scrape time, and the flush latency histogram
-// hindsight_disk_flush_duration_seconds, one observation per flush.
+// hindsight_disk_flush_duration_seconds, one observation per flush; and
+// what retention did: hindsight_retention_points_removed_total and
+// hindsight_retention_pruned_bytes_total by disk or group,
+// hindsight_gc_freed_bytes_total, hindsight_gc_reclaimed_bytes_total, and
+// the last scheduled run's start, duration and outcome
+// (hindsight_retention_last_run_timestamp_seconds, ..._duration_seconds,
+// ..._success).
 package service

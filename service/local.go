@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hindsight-cdp/hindsight/cdp"
+	"github.com/hindsight-cdp/hindsight/cdp/retention"
 	"github.com/hindsight-cdp/hindsight/store"
 )
 
@@ -20,7 +21,7 @@ type Writer interface {
 	// Head returns the newest point of target (a disk or a group), made
 	// durable, and target's disks.
 	Head(ctx context.Context, target string) (Head, error)
-	// Mark records bm (Name, Time, Kind, Quiesce, Files) on target's timeline.
+	// Mark records bm (Name, Time, Kind, Quiesce, Files, Pinned) on target's timeline.
 	Mark(ctx context.Context, target string, bm store.Bookmark) (store.Bookmark, error)
 	CreateDisk(ctx context.Context, req DiskRequest) (store.Disk, error)
 	CreateGroup(ctx context.Context, name string, disks []string) (store.Group, error)
@@ -28,6 +29,17 @@ type Writer interface {
 	// Import journals the image at req.Path as a new point of req.Disk;
 	// progress (may be nil) is told how many bytes were read.
 	Import(ctx context.Context, req ImportRequest, progress func(int64)) (cdp.ImportResult, error)
+	// SetPolicy records the retention policy of target (a disk or a
+	// group; a group's disk names its group); nil removes it, and answers
+	// the policy removed (retention.ErrNoPolicy when there was none).
+	SetPolicy(ctx context.Context, target string, pol *retention.Policy) (retention.Entry, error)
+	// Prune prunes req.Target, or with req.All every timeline that has a
+	// policy (a failed one is reported in its Report's Error).
+	Prune(ctx context.Context, req PruneRequest) ([]retention.Report, error)
+	// Collect frees the content no version references any more; progress
+	// (may be nil; not across the socket) is told the bytes of segments
+	// processed and their total.
+	Collect(ctx context.Context, req GCRequest, progress func(done, total int64)) (store.GCResult, error)
 }
 
 // Head is a target's newest durable point and what the target is.

@@ -36,6 +36,9 @@ type Options struct {
 	Record bool
 	// Logger receives the service's log; nil discards it.
 	Logger *slog.Logger
+	// PruneEvery is how often every retention policy is applied, then
+	// garbage collected (0: never; `hindsight serve` says 1h).
+	PruneEvery time.Duration
 }
 
 // Service is the one writer of a repository and every front end that
@@ -57,6 +60,14 @@ type Service struct {
 	mu    sync.Mutex
 	prots map[string]*protection // by name; nil while being started
 	inst  map[string]*instant
+
+	// retSlot holds one retention job (prune or gc, asked or scheduled)
+	// at a time; Run takes it for good once it stops.
+	retSlot chan struct{}
+	// stopped ends when Run stops: retention jobs asked over the socket end
+	// with it, before the repository closes.
+	stopped context.Context
+	stop    context.CancelFunc
 }
 
 // New makes the service of the writer repository r.
@@ -69,7 +80,9 @@ func New(r *store.Repo, opt Options) (*Service, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	s := &Service{r: r, opt: opt, log: log, started: time.Now(), dirty: make(chan struct{}, 1),
-		prots: map[string]*protection{}, inst: map[string]*instant{}, statusPrev: map[string]statusSample{}}
+		prots: map[string]*protection{}, inst: map[string]*instant{}, statusPrev: map[string]statusSample{},
+		retSlot: make(chan struct{}, 1)}
+	s.stopped, s.stop = context.WithCancel(context.Background())
 	if opt.Record {
 		st, err := loadState(r.Dir())
 		if err != nil {
@@ -97,11 +110,20 @@ func (s *Service) Restore(ctx context.Context) {
 	s.instantsBack(ctx)
 }
 
-// Run syncs and publishes the journal while there are writes, until ctx
-// ends. Then it unmounts and closes every front end, flushes the journal,
-// and returns.
+// Run syncs and publishes the journal while there are writes, and applies
+// the retention policies every PruneEvery, until ctx ends. Then it
+// unmounts and closes every front end, flushes the journal, and returns.
 func (s *Service) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	if s.opt.PruneEvery > 0 {
+		wg.Go(func() { s.retentionLoop(ctx) })
+	}
 	err := s.publishLoop(ctx)
+	// Retention jobs stop at ctx's end (crash-safe at any moment), and
+	// none starts after: the repository closes once Run returns.
+	s.stop()
+	wg.Wait()
+	s.retSlot <- struct{}{}
 	return errors.Join(err, s.shutdown())
 }
 

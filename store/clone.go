@@ -60,7 +60,7 @@ func (r *Repo) baseImage(d Disk) (*Image, error) {
 }
 
 // DeleteDisk removes a disk and its history: its block versions, journal
-// records, points and bookmarks. Content shared with other disks stays. A
+// records, points, bookmarks and retention policy. Content shared with other disks stays. A
 // disk that is a clone's base, or a member of a group, is refused.
 func (r *Repo) DeleteDisk(name string) error {
 	if err := r.writable(); err != nil {
@@ -92,6 +92,7 @@ func (r *Repo) DeleteDisk(name string) error {
 	for _, p := range [][]byte{pointPrefix(d.Timeline), bookmarkPrefix(d.Timeline)} {
 		b.DeleteRange(p, prefixEnd(p), nil)
 	}
+	b.Delete(policyKey(d.Timeline), nil) // a lone disk's timeline is its own
 	if err := r.commitSynced(b, r.head.Load()); err != nil {
 		return fmt.Errorf("store: delete disk %q: %w", name, err)
 	}
@@ -195,6 +196,7 @@ func (r *Repo) DeleteGroup(name string) error {
 		b.DeleteRange(p, prefixEnd(p), nil)
 	}
 	b.Delete(groupKey(name), nil)
+	b.Delete(policyKey(g.ID), nil)
 	if err := r.commitSynced(b, r.head.Load()); err != nil {
 		return fmt.Errorf("store: delete group %q: %w", name, err)
 	}

@@ -63,6 +63,7 @@
 //	't' timeline u32 | ts u64            → seq u64 | blocks u64: points, time order == seq order
 //	'b' timeline u32 | name             → Bookmark as JSON (a group's bookmarks name all its disks)
 //	'g' name                             → Group as JSON
+//	'p' timeline u32                     → retention Policy as JSON (cdp/retention)
 //	'h' hash [32]                        → location
 //
 // A location is flags u8 | seg u32 | off u64 | len u32 | sum u32: where

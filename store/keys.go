@@ -15,6 +15,7 @@ const (
 	kindHash     = 'h'
 	kindSegment  = 's'
 	kindGroup    = 'g'
+	kindPolicy   = 'p'
 
 	// Retention and garbage collection (prune.go, gc.go).
 	kindRef       = 'r' // a version's reference to its content
@@ -79,6 +80,8 @@ func bookmarkPrefix(tl uint32) []byte { return be32([]byte{kindBookmark}, tl) }
 func bookmarkKey(tl uint32, name string) []byte { return append(bookmarkPrefix(tl), name...) }
 
 func groupKey(name string) []byte { return append([]byte{kindGroup}, name...) }
+
+func policyKey(tl uint32) []byte { return be32([]byte{kindPolicy}, tl) }
 
 func hashKey(h Hash) []byte { return append([]byte{kindHash}, h[:]...) }
 

@@ -10,16 +10,6 @@ import (
 // block between two kept points into the newest of them; Collect (gc.go)
 // frees content no version references any more.
 
-// SetPolicy records the retention policy of timeline tl (JSON, as
-// cdp/retention writes it; nil removes it). It is durable when it returns.
-func (r *Repo) SetPolicy(tl uint32, policy []byte) error { return errNotYet }
-
-// Policy returns the retention policy recorded for timeline tl (false: none).
-func (r *Repo) Policy(tl uint32) ([]byte, bool, error) { return nil, false, errNotYet }
-
-// Policies returns every recorded policy by timeline.
-func (r *Repo) Policies() (map[uint32][]byte, error) { return nil, errNotYet }
-
 // PruneOptions say what Prune keeps.
 type PruneOptions struct {
 	// Keep are the journal positions whose instants must stay exact:

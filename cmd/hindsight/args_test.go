@@ -19,6 +19,11 @@ func TestInterspersed(t *testing.T) {
 		{"hs disk list", "hs disk list"},
 		{"hs vsphere --url U list --json", "hs --json vsphere list --url U"},
 		{"hs bookmark db-vm n --consistency application --agent postgres --freeze /srv", "hs bookmark --consistency application --agent postgres --freeze /srv db-vm n"},
+		{"hs policy set web --keep-all 24h --monthly 24m", "hs policy set --keep-all 24h --monthly 24m web"},
+		{"hs policy show web --json", "hs --json policy show web"},
+		{"hs prune web --dry-run --json --now -1d", "hs --json prune --dry-run --now -1d web"},
+		{"hs gc --max-unused 25% --dry-run", "hs gc --max-unused 25% --dry-run"},
+		{"hs bookmark web keep-forever --pin", "hs bookmark --pin web keep-forever"},
 	}
 	for _, c := range cases {
 		got := interspersed(app, strings.Fields(c.in))

@@ -37,6 +37,11 @@ with the bookmark, shown in its info.json, and printed with --json.
   hindsight bookmark db-vm pre-upgrade --consistency application --agent postgres \
       --pg-dsn 'host=/run/postgresql' --freeze /srv/pgdata
 
+--pin keeps the bookmark and its instant whatever the retention policy says ('hindsight
+policy'); other bookmarks are kept as long as the policy's --bookmarks.
+
+  hindsight bookmark web keep-forever --pin
+
 List bookmarks with 'hindsight bookmarks DISK|GROUP'.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "at", Value: "now", Usage: "the instant to name (RFC 3339, ISO basic, @unix, -15m); not with application"},
@@ -48,6 +53,7 @@ List bookmarks with 'hindsight bookmarks DISK|GROUP'.`,
 			&cli.StringSliceFlag{Name: "freeze", Usage: "mounted filesystem `PATH` to fsfreeze (repeatable)"},
 			&cli.StringFlag{Name: "exec-freeze", Usage: "shell command run to freeze (exec agent)"},
 			&cli.StringFlag{Name: "exec-thaw", Usage: "shell command run to thaw (exec agent)"},
+			&cli.BoolFlag{Name: "pin", Usage: "keep the bookmark whatever the retention policy says"},
 		},
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 2, "a DISK or GROUP and a NAME"); err != nil {
@@ -75,7 +81,7 @@ List bookmarks with 'hindsight bookmarks DISK|GROUP'.`,
 				if kind == store.KindApplication {
 					bm, err = quiescedBookmark(c, j, target, name)
 				} else {
-					bm, err = j.Mark(c.Context, target, store.Bookmark{Name: name, Time: at, Kind: kind})
+					bm, err = j.Mark(c.Context, target, store.Bookmark{Name: name, Time: at, Kind: kind, Pinned: c.Bool("pin")})
 				}
 				if err != nil {
 					return err
@@ -83,7 +89,11 @@ List bookmarks with 'hindsight bookmarks DISK|GROUP'.`,
 				if c.Bool("json") {
 					return printJSON(c, bm)
 				}
-				fmt.Fprintf(c.App.Writer, "%s: bookmark %s (%s) at %s (seq %d)\n", bm.Disk, bm.Name, bm.Kind, fmtTime(bm.Time), bm.Seq)
+				pinned := ""
+				if bm.Pinned {
+					pinned = ", pinned"
+				}
+				fmt.Fprintf(c.App.Writer, "%s: bookmark %s (%s%s) at %s (seq %d)\n", bm.Disk, bm.Name, bm.Kind, pinned, fmtTime(bm.Time), bm.Seq)
 				return nil
 			})
 		},
@@ -136,7 +146,7 @@ func quiescedBookmark(c *cli.Context, j service.Writer, target, name string) (st
 	// Recorded after the thaw, so the freeze lasts no longer than the agents
 	// need; the instant named is the mark's.
 	bm, merr := j.Mark(context.WithoutCancel(c.Context), target, store.Bookmark{
-		Name: name, Time: at, Kind: store.KindApplication, Quiesce: report, Files: rep.Files,
+		Name: name, Time: at, Kind: store.KindApplication, Quiesce: report, Files: rep.Files, Pinned: c.Bool("pin"),
 	})
 	if merr != nil {
 		return store.Bookmark{}, merr

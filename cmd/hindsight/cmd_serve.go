@@ -31,6 +31,10 @@ detaches the dead taps a killed service left behind.
   hindsight --repo /srv/hs protect web --mount /run/hs/web
   hindsight --repo /srv/hs protections
 
+Every --prune-every (1h) it applies every retention policy ('hindsight policy') and
+then runs gc, logging what each removed and freed (and counting it in the metrics); a
+run that fails is logged and the service goes on.
+
 SIGTERM (systemctl stop) makes everything durable, unmounts and exits 0; a SIGKILL
 loses nothing that was acknowledged. Logs go to stderr (journald adds the time);
 --metrics serves Prometheus text at http://ADDR/metrics. The unit file
@@ -39,6 +43,7 @@ scripts/hindsight@.service runs it under systemd for /srv/hindsight/NAME.`,
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics at `ADDR` (e.g. 127.0.0.1:9465)"},
 			&cli.DurationFlag{Name: "sync-interval", Value: defaultSyncInterval, Usage: "sync and publish the journal this long after a write"},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
+			&cli.DurationFlag{Name: "prune-every", Value: time.Hour, Usage: "apply every retention policy, then gc, this often (0: never)"},
 		},
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 0, "no arguments"); err != nil {
@@ -47,12 +52,15 @@ scripts/hindsight@.service runs it under systemd for /srv/hindsight/NAME.`,
 			if c.Duration("sync-interval") <= 0 {
 				return usagef("--sync-interval must be positive")
 			}
+			if c.Duration("prune-every") < 0 {
+				return usagef("--prune-every must be positive, or 0 to never prune")
+			}
 			log, err := newLogger(c.String("log-format"))
 			if err != nil {
 				return err
 			}
 			return withRepo(c, false, func(r *store.Repo) error {
-				svc, err := service.New(r, service.Options{SyncInterval: c.Duration("sync-interval"), Record: true, Logger: log})
+				svc, err := service.New(r, service.Options{SyncInterval: c.Duration("sync-interval"), Record: true, Logger: log, PruneEvery: c.Duration("prune-every")})
 				if err != nil {
 					return err
 				}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"github.com/hindsight-cdp/hindsight/service"
 
+	"github.com/hindsight-cdp/hindsight/cdp/retention"
 	"github.com/hindsight-cdp/hindsight/cdp/timespec"
 	"github.com/hindsight-cdp/hindsight/store"
 )
@@ -83,14 +84,15 @@ func sentinelCode(err error) int {
 	switch {
 	case errors.Is(err, store.ErrUnknownDisk), errors.Is(err, store.ErrUnknownGroup),
 		errors.Is(err, store.ErrUnknownBookmark), errors.Is(err, store.ErrNoPoint),
-		errors.Is(err, service.ErrNotFound), errors.Is(err, service.ErrNoService):
+		errors.Is(err, service.ErrNotFound), errors.Is(err, service.ErrNoService), errors.Is(err, retention.ErrNoPolicy):
 		return exitNotFound
 	case errors.Is(err, store.ErrLocked), errors.Is(err, store.ErrDiskExists),
 		errors.Is(err, store.ErrBookmarkExists), errors.Is(err, store.ErrInUse),
 		errors.Is(err, service.ErrExists), errors.Is(err, service.ErrForeignMount), errors.Is(err, service.ErrBusy):
 		return exitBusy
 	case errors.Is(err, store.ErrBadName), errors.Is(err, store.ErrBadGeometry), errors.Is(err, store.ErrNotEmpty), errors.Is(err, timespec.ErrBadTime),
-		errors.Is(err, service.ErrBadSpec), errors.Is(err, service.ErrBadRequest), errors.Is(err, service.ErrTooLarge):
+		errors.Is(err, service.ErrBadSpec), errors.Is(err, service.ErrBadRequest), errors.Is(err, service.ErrTooLarge),
+		errors.Is(err, retention.ErrBadPolicy):
 		return exitUsage
 	}
 	return exitFailure

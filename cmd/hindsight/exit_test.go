@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/hindsight-cdp/hindsight/cdp"
+	"github.com/hindsight-cdp/hindsight/cdp/retention"
 	"github.com/hindsight-cdp/hindsight/cdp/timespec"
 	"github.com/hindsight-cdp/hindsight/store"
 )
@@ -33,6 +34,8 @@ func TestExitCode(t *testing.T) {
 		{"sentinel not found", wrap(store.ErrUnknownDisk), exitNotFound},
 		{"sentinel busy", wrap(store.ErrLocked), exitBusy},
 		{"sentinel usage", wrap(timespec.ErrBadTime), exitUsage},
+		{"no policy", wrap(retention.ErrNoPolicy), exitNotFound},
+		{"bad policy", wrap(retention.ErrBadPolicy), exitUsage},
 	} {
 		if got := exitCode(c.err); got != c.want {
 			t.Errorf("%s: exitCode(%v) = %d; want %d", c.name, c.err, got, c.want)

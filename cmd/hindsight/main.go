@@ -41,6 +41,8 @@ A typical session:
   hindsight --repo /srv/hs bookmark web before-upgrade
   hindsight --repo /srv/hs mount /mnt/hs &
   qemu-img info /mnt/hs/web/20261125T100000Z/web.vmdk
+  hindsight --repo /srv/hs policy set web --keep-all 24h --daily 30d --monthly 24m
+  hindsight --repo /srv/hs prune web && hindsight --repo /srv/hs gc
 
 Instants (--at, and directory names in the mount) are accepted as
   RFC 3339     2026-11-25T10:15:30Z, 2026-11-25T11:15:30.5+01:00
@@ -50,8 +52,8 @@ Instants (--at, and directory names in the mount) are accepted as
   latest, bookmark:NAME
 
 Exit codes: 0 success, 1 failure (also a damaged repository), 2 bad usage or
-input, 3 not found (repository, disk, group, bookmark, point, or an instant before
-the first point or in the future), 4 busy (another writer, or the name exists),
+input, 3 not found (repository, disk, group, bookmark, point, retention policy, or
+an instant before the first point or in the future), 4 busy (another writer, or the name exists),
 130 interrupted.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "repo", Aliases: []string{"r"}, EnvVars: []string{"HINDSIGHT_REPO"}, Usage: "repository `DIR`"},
@@ -59,7 +61,7 @@ the first point or in the future), 4 busy (another writer, or the name exists),
 			&cli.BoolFlag{Name: "debug", EnvVars: []string{"HINDSIGHT_DEBUG"}, Usage: "log internal events to stderr"},
 		},
 		Commands: []*cli.Command{
-			cmdInit(), cmdDisk(), cmdGroup(), cmdImport(), cmdBookmark(), cmdBookmarks(), cmdPoints(), cmdMount(), cmdExport(), cmdServe(), cmdProtect(), cmdUnprotect(), cmdProtections(), cmdClone(), cmdCloneEnd(), cmdServeNBD(), cmdStatus(), cmdVerify(), cmdDu(), cmdBrowse(), cmdRestore(), cmdHistory(), cmdDiff(), cmdVSphere(),
+			cmdInit(), cmdDisk(), cmdGroup(), cmdImport(), cmdBookmark(), cmdBookmarks(), cmdPoints(), cmdMount(), cmdExport(), cmdServe(), cmdProtect(), cmdUnprotect(), cmdProtections(), cmdClone(), cmdCloneEnd(), cmdServeNBD(), cmdStatus(), cmdVerify(), cmdDu(), cmdBrowse(), cmdRestore(), cmdHistory(), cmdDiff(), cmdPolicy(), cmdPrune(), cmdGC(), cmdVSphere(),
 		},
 		ExitErrHandler:  func(*cli.Context, error) {}, // main prints and exits
 		HideHelpCommand: true,
