@@ -78,6 +78,10 @@ type segments struct {
 	flushed chan error  // one result per chunk written
 	queued  int         // chunks sent and not yet acknowledged on flushed
 	err     error       // first write error: the writer is unusable after it
+
+	// admit refuses content when the filesystem's reserve is reached
+	// (Repo.space; nil: no check), before anything of it is appended.
+	admit func(n uint64) error
 }
 
 // chunk is aligned memory holding the segment's bytes [base, base+n).
@@ -366,6 +370,11 @@ func zeroBytes(x uint64, n int) int {
 // add appends one block's stored content (flags: flagZstd or 0) and returns
 // where it lies.
 func (s *segments) add(stored []byte, flags uint8) (location, error) {
+	if s.admit != nil {
+		if err := s.admit(uint64(len(stored))); err != nil {
+			return location{}, err
+		}
+	}
 	seg, off, err := s.reserve(uint64(len(stored)))
 	if err != nil {
 		return location{}, err

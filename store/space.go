@@ -1,0 +1,182 @@
+package store
+
+import (
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// A journal that meets a full filesystem half way through a step is left
+// with a sticky error (the capture queue, the segment writer) or, if pebble
+// meets it, ends the process. So the writer refuses new writes while the
+// repository's filesystem has less than Options.MinFree available, before
+// anything of them is queued or appended: CaptureAsync, Begin, and each
+// block an import appends (segments.add). What was accepted before, and
+// everything the journal does with it (commits, flushes, compactions,
+// Sync), then runs in the reserve, and never meets ENOSPC. Writes are
+// accepted again as soon as space is back: nothing is sticky.
+//
+// The check costs a mutex and a clock read: the available space is read
+// with statfs at most every spaceRefresh, or after spaceRefreshBytes were
+// accepted; in between, what was accepted counts as used.
+
+// ErrNoSpace: the repository's filesystem has less free space than the
+// writer keeps in reserve (Options.MinFree), and the write was refused
+// before any of it was journaled. errors.Is(err, syscall.ENOSPC) holds too,
+// and errors.As finds syscall.ENOSPC, so front ends answer ENOSPC. Check it
+// with errors.Is.
+var ErrNoSpace error = noSpaceError{}
+
+type noSpaceError struct{}
+
+func (noSpaceError) Error() string {
+	return "store: the repository's filesystem is full (no space left on device)"
+}
+
+// Is makes errors.Is(err, syscall.ENOSPC) hold.
+func (noSpaceError) Is(target error) bool { return target == syscall.ENOSPC }
+
+// As lets errors.As find syscall.ENOSPC, as front ends map errnos.
+func (noSpaceError) As(target any) bool {
+	if p, ok := target.(*syscall.Errno); ok {
+		*p = syscall.ENOSPC
+		return true
+	}
+	return false
+}
+
+// DefaultMinFree is the reserve when Options.MinFree is zero, on a
+// filesystem of at least 8 × DefaultMinFree; a smaller one keeps an eighth
+// of its size. It covers what the journal may still write once a write is
+// refused, each at its bound: the capture queue (queueBytes, 64 MiB) and
+// the segment chunks not yet written (3 × chunkSize, 24 MiB); pebble's WAL
+// up to a memtable (64 MiB), the flush of that memtable (≤ 64 MiB) and the
+// compaction after it (L0 into the base level, LBaseMaxBytes plus L0,
+// ~32 MiB, more for deeper levels); an import's batch in records.log
+// (stepBatchBytes, 32 MiB): ~280 MiB. The rest leaves prune and gc room to
+// run (their index changes and compactions), which is how a user gets the
+// space back.
+const DefaultMinFree = 512 << 20
+
+// spaceRefresh and spaceRefreshBytes bound how stale the writer's view of
+// the free space may be.
+const (
+	spaceRefresh      = 100 * time.Millisecond
+	spaceRefreshBytes = 4 << 20
+)
+
+// spaceGuard is the repository's view of its filesystem's free space.
+type spaceGuard struct {
+	dir     string
+	minFree uint64                                           // Options.MinFree (0: the default)
+	statfs  func(dir string) (free, total uint64, err error) // statfsSpace; tests inject
+	every   time.Duration                                    // spaceRefresh; tests change it
+
+	mu    sync.Mutex
+	known bool // free and total were read at least once
+	free  uint64
+	total uint64
+	at    time.Time // when they were read
+	since uint64    // bytes accepted since then
+}
+
+func newSpaceGuard(dir string, opt Options) *spaceGuard {
+	g := &spaceGuard{dir: dir, minFree: opt.MinFree, statfs: statfsSpace, every: spaceRefresh}
+	if opt.statfs != nil {
+		g.statfs = opt.statfs
+	}
+	return g
+}
+
+// statfsSpace reads the bytes available to unprivileged users (what df
+// shows as Avail) and the size of dir's filesystem.
+func statfsSpace(dir string) (free, total uint64, err error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, 0, fmt.Errorf("store: statfs %s: %w", dir, err)
+	}
+	bs := uint64(st.Frsize)
+	if bs == 0 {
+		bs = uint64(st.Bsize)
+	}
+	return st.Bavail * bs, st.Blocks * bs, nil
+}
+
+// reserve is the free space kept back on a filesystem of total bytes.
+func (g *spaceGuard) reserve(total uint64) uint64 {
+	if g.minFree > 0 {
+		return g.minFree
+	}
+	return min(DefaultMinFree, total/8)
+}
+
+// refresh reads the free space now. g.mu is held.
+func (g *spaceGuard) refresh(now time.Time) {
+	free, total, err := g.statfs(g.dir)
+	g.at = now
+	if err != nil {
+		return // keep the last answer: the writes meet the filesystem's own
+	}
+	g.free, g.total, g.known, g.since = free, total, true, 0
+}
+
+// admit accepts n bytes about to be journaled, or refuses them with
+// ErrNoSpace when they would eat into the reserve.
+func (g *spaceGuard) admit(n uint64) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if now := time.Now(); !g.known || g.since >= spaceRefreshBytes || now.Sub(g.at) >= g.every {
+		g.refresh(now)
+	}
+	if !g.known {
+		return nil
+	}
+	res := g.reserve(g.total)
+	if used := g.since + n; g.free < res || g.free-res < used {
+		return fmt.Errorf("%w: %s available on the filesystem of %s, %s kept in reserve for the journal",
+			ErrNoSpace, mib(g.free-min(g.free, g.since)), g.dir, mib(res))
+	}
+	g.since += n
+	return nil
+}
+
+// space reads the free space now.
+func (g *spaceGuard) space() (free, total, reserve uint64, err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	free, total, err = g.statfs(g.dir)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	g.free, g.total, g.known, g.since, g.at = free, total, true, 0, time.Now()
+	return free, total, g.reserve(total), nil
+}
+
+// Space reads the free space (bytes available, as df shows) and the size
+// of the repository's filesystem; low says the free space is below twice
+// the reserve (MinFree): writes are refused with ErrNoSpace at the reserve,
+// and should be warned of before. A filesystem that cannot be read shows
+// as 0, 0, false.
+func (r *Repo) Space() (free, total uint64, low bool) {
+	free, total, res, err := r.space.space()
+	if err != nil {
+		return 0, 0, false
+	}
+	return free, total, free < 2*res
+}
+
+// MinFree is the free space the writer keeps in reserve on the repository's
+// filesystem (Options.MinFree, or the default for its size).
+func (r *Repo) MinFree() uint64 {
+	r.space.mu.Lock()
+	defer r.space.mu.Unlock()
+	if !r.space.known {
+		r.space.refresh(time.Now())
+	}
+	return r.space.reserve(r.space.total)
+}
+
+func mib(n uint64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
