@@ -51,6 +51,9 @@ type Service struct {
 	// dirty wakes the publisher after a write: no polling when idle.
 	dirty chan struct{}
 
+	spaceMu    sync.Mutex // guards spaceLevel
+	spaceLevel int        // the free space's level last logged (space.go)
+
 	pubMu      sync.Mutex // one publish at a time; guards statusPrev
 	statusPrev map[string]statusSample
 
@@ -101,7 +104,13 @@ func (s *Service) Restore(ctx context.Context) {
 // ends. Then it unmounts and closes every front end, flushes the journal,
 // and returns.
 func (s *Service) Run(ctx context.Context) error {
+	spaced := make(chan struct{})
+	go func() {
+		defer close(spaced)
+		s.spaceLoop(ctx)
+	}()
 	err := s.publishLoop(ctx)
+	<-spaced
 	return errors.Join(err, s.shutdown())
 }
 

@@ -74,6 +74,7 @@ type spaceGuard struct {
 	minFree uint64                                           // Options.MinFree (0: the default)
 	statfs  func(dir string) (free, total uint64, err error) // statfsSpace; tests inject
 	every   time.Duration                                    // spaceRefresh; tests change it
+	off     bool                                             // admit everything: only BenchmarkCapture4KSync64 sets it, to measure the check
 
 	mu    sync.Mutex
 	known bool // free and total were read at least once
@@ -126,6 +127,9 @@ func (g *spaceGuard) refresh(now time.Time) {
 // admit accepts n bytes about to be journaled, or refuses them with
 // ErrNoSpace when they would eat into the reserve.
 func (g *spaceGuard) admit(n uint64) error {
+	if g.off {
+		return nil
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if now := time.Now(); !g.known || g.since >= spaceRefreshBytes || now.Sub(g.at) >= g.every {
