@@ -251,8 +251,9 @@ func openWriterLocked(dir string, opt Options, creating bool, lock *os.File) (_ 
 		return nil, err
 	}
 	r.stopKnown = r.startKnown()
-	r.segs.admit = r.space.admit // an import's content, block by block
 	r.startQueue()
+	r.segs.admit = r.space.admit // an import's content, block by block
+	r.space.inflight = r.inflight
 	return r, nil
 }
 

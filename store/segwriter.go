@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/klauspost/compress/zstd"
@@ -82,6 +83,19 @@ type segments struct {
 	// admit refuses content when the filesystem's reserve is reached
 	// (Repo.space; nil: no check), before anything of it is appended.
 	admit func(n uint64) error
+	// unwritten is how many appended bytes may not have reached the
+	// kernel yet (noteUnwritten), for the guard, read from any goroutine.
+	unwritten atomic.Int64
+}
+
+// noteUnwritten records the appended bytes not yet handed to the kernel:
+// the chunks in flight (counted whole) and the active chunk's new bytes.
+func (s *segments) noteUnwritten() {
+	n := int64(s.queued) * chunkSize
+	if k := len(s.mem); k > 0 {
+		n += int64(s.mem[k-1].n) - int64(s.written)
+	}
+	s.unwritten.Store(max(n, 0))
 }
 
 // chunk is aligned memory holding the segment's bytes [base, base+n).
@@ -217,6 +231,7 @@ func (s *segments) start(id uint32, n uint64, flags int) error {
 	s.mem, s.memSeg = []*chunk{c}, id
 	s.memMu.Unlock()
 	s.w, s.direct, s.wID, s.wLen, s.written = f, direct, id, n, uint64(c.n)
+	s.noteUnwritten()
 	return nil
 }
 
@@ -418,6 +433,7 @@ func (s *segments) append(p []byte) error {
 		s.queued++
 		s.written = 0
 	}
+	s.noteUnwritten()
 	return nil
 }
 
@@ -451,6 +467,7 @@ func (s *segments) reap() error {
 	s.mem = s.mem[1:]
 	s.memMu.Unlock()
 	s.free = append(s.free, c)
+	s.noteUnwritten()
 	return nil
 }
 
@@ -479,6 +496,7 @@ func (s *segments) write() error {
 		return err
 	}
 	s.written = uint64(a.n)
+	s.noteUnwritten()
 	return nil
 }
 

@@ -21,7 +21,8 @@ import (
 //
 // The check costs a mutex and a clock read: the available space is read
 // with statfs at most every spaceRefresh, or after spaceRefreshBytes were
-// accepted; in between, what was accepted counts as used.
+// accepted; in between, what was accepted counts as used, as does what the
+// writer held in memory, unwritten, when statfs was read.
 
 // ErrNoSpace: the repository's filesystem has less free space than the
 // writer keeps in reserve (Options.MinFree), and the write was refused
@@ -50,15 +51,17 @@ func (noSpaceError) As(target any) bool {
 
 // DefaultMinFree is the reserve when Options.MinFree is zero, on a
 // filesystem of at least 8 × DefaultMinFree; a smaller one keeps an eighth
-// of its size. It covers what the journal may still write once a write is
-// refused, each at its bound: the capture queue (queueBytes, 64 MiB) and
-// the segment chunks not yet written (3 × chunkSize, 24 MiB); pebble's WAL
-// up to a memtable (64 MiB), the flush of that memtable (≤ 64 MiB) and the
-// compaction after it (L0 into the base level, LBaseMaxBytes plus L0,
-// ~32 MiB, more for deeper levels); an import's batch in records.log
-// (stepBatchBytes, 32 MiB): ~280 MiB. The rest leaves prune and gc room to
-// run (their index changes and compactions), which is how a user gets the
-// space back.
+// of its size. What the writer holds in memory and has not written yet
+// (queued writes, up to queueBytes = 64 MiB, and segment chunks, up to
+// 24 MiB) is counted as used on top of what statfs says, so the reserve
+// need not hold it. The reserve covers what the journal writes after it
+// accepted a write and what statfs cannot foresee, each at its bound:
+// pebble's WAL, up to a memtable (64 MiB); the flush of that memtable
+// (≤ 64 MiB); the compaction after it (L0 into the base level,
+// LBaseMaxBytes plus L0, ~32 MiB; more for deeper levels); an import's
+// batch in records.log (≤ stepBatchBytes, 32 MiB); a view's copy of the
+// WAL; ~200 MiB in all. The rest leaves prune and gc room to run (their
+// index changes and compactions): that is how a user gets space back.
 const DefaultMinFree = 512 << 20
 
 // spaceRefresh and spaceRefreshBytes bound how stale the writer's view of
@@ -76,11 +79,16 @@ type spaceGuard struct {
 	every   time.Duration                                    // spaceRefresh; tests change it
 	off     bool                                             // admit everything: only BenchmarkCapture4KSync64 sets it, to measure the check
 
+	// inflight is what the writer accepted and has not handed to the
+	// kernel yet (Repo.inflight; nil: nothing): statfs does not see it.
+	inflight func() uint64
+
 	mu    sync.Mutex
 	known bool // free and total were read at least once
 	free  uint64
 	total uint64
 	at    time.Time // when they were read
+	carry uint64    // inflight then
 	since uint64    // bytes accepted since then
 }
 
@@ -121,7 +129,10 @@ func (g *spaceGuard) refresh(now time.Time) {
 	if err != nil {
 		return // keep the last answer: the writes meet the filesystem's own
 	}
-	g.free, g.total, g.known, g.since = free, total, true, 0
+	g.free, g.total, g.known, g.since, g.carry = free, total, true, 0, 0
+	if g.inflight != nil {
+		g.carry = g.inflight()
+	}
 }
 
 // admit accepts n bytes about to be journaled, or refuses them with
@@ -139,9 +150,9 @@ func (g *spaceGuard) admit(n uint64) error {
 		return nil
 	}
 	res := g.reserve(g.total)
-	if used := g.since + n; g.free < res || g.free-res < used {
-		return fmt.Errorf("%w: %s available on the filesystem of %s, %s kept in reserve for the journal",
-			ErrNoSpace, mib(g.free-min(g.free, g.since)), g.dir, mib(res))
+	if used := g.carry + g.since + n; g.free < res || g.free-res < used {
+		return fmt.Errorf("%w: %s free on the filesystem of %s, %s of it taken by writes under way, %s kept in reserve for the journal",
+			ErrNoSpace, mib(g.free), g.dir, mib(g.carry+g.since), mib(res))
 	}
 	g.since += n
 	return nil
@@ -155,7 +166,11 @@ func (g *spaceGuard) space() (free, total, reserve uint64, err error) {
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	g.free, g.total, g.known, g.since, g.at = free, total, true, 0, time.Now()
+	g.free, g.total, g.known, g.at = free, total, true, time.Now()
+	g.since, g.carry = 0, 0
+	if g.inflight != nil {
+		g.carry = g.inflight()
+	}
 	return free, total, g.reserve(total), nil
 }
 
@@ -181,6 +196,18 @@ func (r *Repo) MinFree() uint64 {
 		r.space.refresh(time.Now())
 	}
 	return r.space.reserve(r.space.total)
+}
+
+// inflight is what the writer accepted and has not handed to the kernel:
+// queued writes (before compression) and appended segment bytes.
+func (r *Repo) inflight() uint64 {
+	n := uint64(r.segs.unwritten.Load())
+	if q := r.q; q != nil {
+		q.mu.Lock()
+		n += uint64(q.bytes)
+		q.mu.Unlock()
+	}
+	return n
 }
 
 func mib(n uint64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

@@ -39,6 +39,7 @@ scripts/hindsight@.service runs it under systemd for /srv/hindsight/NAME.`,
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics at `ADDR` (e.g. 127.0.0.1:9465)"},
 			&cli.DurationFlag{Name: "sync-interval", Value: defaultSyncInterval, Usage: "sync and publish the journal this long after a write"},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
+			minFreeFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 0, "no arguments"); err != nil {
