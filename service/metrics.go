@@ -38,6 +38,7 @@ var (
 	descFree     = prometheus.NewDesc("hindsight_repository_free_bytes", "Bytes available on the repository's filesystem (as df shows).", nil, nil)
 	descSize     = prometheus.NewDesc("hindsight_repository_filesystem_bytes", "Size of the repository's filesystem.", nil, nil)
 	descMinFree  = prometheus.NewDesc("hindsight_repository_min_free_bytes", "Free space kept in reserve: below it new writes are refused with ENOSPC (serve --min-free).", nil, nil)
+	descRefused  = prometheus.NewDesc("hindsight_repository_refused_writes_total", "Writes refused with ENOSPC because the repository's filesystem was down to its reserve.", nil, nil)
 )
 
 func newMetrics(s *Service) *metrics {
@@ -60,7 +61,7 @@ func (m *metrics) flushObserver(disk string) func(time.Duration) {
 
 // Describe sends the fixed descriptions.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descWrites, descBytes, descBlocks, descFlushes, descLag, descDurable, descLogical, descContent, descProts, descStart, descHead, descScrapeOK, descFree, descSize, descMinFree} {
+	for _, d := range []*prometheus.Desc{descWrites, descBytes, descBlocks, descFlushes, descLag, descDurable, descLogical, descContent, descProts, descStart, descHead, descScrapeOK, descFree, descSize, descMinFree, descRefused} {
 		ch <- d
 	}
 }
@@ -107,6 +108,8 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		up = 0
 	}
 	ch <- prometheus.MustNewConstMetric(descMinFree, prometheus.GaugeValue, float64(m.s.r.MinFree()))
+	refused, _ := m.s.r.Refused()
+	ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(refused))
 	ch <- prometheus.MustNewConstMetric(descScrapeOK, prometheus.GaugeValue, up)
 }
 

@@ -8,11 +8,11 @@ import (
 // The store refuses writes once its filesystem is down to its reserve
 // (store.Options.MinFree); the service warns well before, once each time
 // the free space crosses a level, not per write: below twice the reserve
-// ("low"), at the reserve ("full": writes are refused), and back above.
+// ("low"), at the reserve ("full": the newest write was refused), and back.
 
 // spaceCheckEvery is how often an idle service looks at the free space;
 // while there are writes it also looks after each publish.
-const spaceCheckEvery = 5 * time.Second
+const spaceCheckEvery = 2 * time.Second
 
 // Levels of free space.
 const (
@@ -42,9 +42,10 @@ func (s *Service) checkSpace() {
 		return // unreadable: nothing to say
 	}
 	reserve := s.r.MinFree()
+	_, refusing := s.r.Refused()
 	level := spaceOK
 	switch {
-	case free <= reserve:
+	case refusing:
 		level = spaceFull
 	case low:
 		level = spaceLow

@@ -90,6 +90,9 @@ type spaceGuard struct {
 	at    time.Time // when they were read
 	carry uint64    // inflight then
 	since uint64    // bytes accepted since then
+
+	refused  uint64 // writes refused since the repository was opened
+	refusing bool   // the newest write was refused
 }
 
 func newSpaceGuard(dir string, opt Options) *spaceGuard {
@@ -151,10 +154,13 @@ func (g *spaceGuard) admit(n uint64) error {
 	}
 	res := g.reserve(g.total)
 	if used := g.carry + g.since + n; g.free < res || g.free-res < used {
+		g.refused++
+		g.refusing = true
 		return fmt.Errorf("%w: %s free on the filesystem of %s, %s of it taken by writes under way, %s kept in reserve for the journal",
 			ErrNoSpace, mib(g.free), g.dir, mib(g.carry+g.since), mib(res))
 	}
 	g.since += n
+	g.refusing = false
 	return nil
 }
 
@@ -185,6 +191,15 @@ func (r *Repo) Space() (free, total uint64, low bool) {
 		return 0, 0, false
 	}
 	return free, total, free < 2*res
+}
+
+// Refused says how many writes the writer refused with ErrNoSpace since
+// the repository was opened, and whether it refused the newest one: the
+// filesystem is full as far as the journal is concerned.
+func (r *Repo) Refused() (n uint64, now bool) {
+	r.space.mu.Lock()
+	defer r.space.mu.Unlock()
+	return r.space.refused, r.space.refusing
 }
 
 // MinFree is the free space the writer keeps in reserve on the repository's

@@ -71,7 +71,13 @@ func TestSpaceGuardCapture(t *testing.T) {
 			t.Fatalf("write %d of 10 that fit: %v", i, err)
 		}
 	}
+	if n, now := r.Refused(); n != 0 || now {
+		t.Fatalf("Refused() = %d, %v before any refusal", n, now)
+	}
 	noSpace(t, "the 11th write", r.CaptureAsync(d.Timeline, []BlockWrite{{d, 10, block(11)}}))
+	if n, now := r.Refused(); n != 1 || !now {
+		t.Fatalf("Refused() = %d, %v after one refusal", n, now)
+	}
 	// Below the reserve, a zero block (no content, but a version) is refused too.
 	fs.free.Store(reserve - 1)
 	setEvery(r, time.Hour)
@@ -103,6 +109,9 @@ func TestSpaceGuardCapture(t *testing.T) {
 	setEvery(r, spaceRefresh)
 	if err := r.CaptureAsync(d.Timeline, []BlockWrite{{d, 10, block(11)}}); err != nil {
 		t.Fatalf("write once space is back: %v", err)
+	}
+	if n, now := r.Refused(); n != 2 || now {
+		t.Fatalf("Refused() = %d, %v after two refusals and an accepted write", n, now)
 	}
 	if err := r.Sync(); err != nil {
 		t.Fatal(err)
