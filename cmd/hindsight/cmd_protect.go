@@ -128,6 +128,9 @@ func protect(c *cli.Context, spec service.ProtectSpec) error {
 		return err
 	}
 	if cl != nil {
+		if c.IsSet("min-free") {
+			return usagef("--min-free sets the reserve of a protection run in the foreground; the running service keeps its own (hindsight serve --min-free)")
+		}
 		st, err := cl.Protect(c.Context, spec)
 		if err != nil {
 			return err
