@@ -610,3 +610,14 @@ func processCPU() time.Duration {
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkSpaceAdmit is the free-space check of one 4 KiB write alone,
+// with the statfs it makes every spaceRefreshBytes (space.go).
+func BenchmarkSpaceAdmit(b *testing.B) {
+	g := newSpaceGuard(b.TempDir(), Options{MinFree: 1 << 20})
+	for i := 0; i < b.N; i++ {
+		if err := g.admit(benchBS); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
