@@ -15,8 +15,9 @@ import (
 //
 // An interrupted request answers EINTR (go-fuse cancels the request's ctx on a
 // FUSE_INTERRUPT); a wrapped context.Canceled must never reach the kernel as
-// anything else. Names that do not resolve are ENOENT; anything unexpected is
-// EIO.
+// anything else. Names that do not resolve are ENOENT; a write refused
+// because the repository's filesystem is full is ENOSPC; anything unexpected
+// is EIO.
 func toErrno(err error) syscall.Errno {
 	var errno syscall.Errno
 	switch {
@@ -26,6 +27,8 @@ func toErrno(err error) syscall.Errno {
 		return syscall.EINTR
 	case errors.Is(err, store.ErrCorrupt): // damage is EIO, whatever it wraps
 		return syscall.EIO
+	case errors.Is(err, store.ErrNoSpace): // a write refused at the repository's reserve
+		return syscall.ENOSPC
 	case errors.Is(err, store.ErrUnknownDisk),
 		errors.Is(err, store.ErrNoPoint),
 		errors.Is(err, store.ErrUnknownBookmark),

@@ -31,6 +31,7 @@ func TestToErrno(t *testing.T) {
 		{fmt.Errorf("x: %w", store.ErrUnknownDisk), syscall.ENOENT},
 		{fmt.Errorf("x: %w", store.ErrNoPoint), syscall.ENOENT},
 		{store.ErrUnknownBookmark, syscall.ENOENT},
+		{fmt.Errorf("journal write: %w", store.ErrNoSpace), syscall.ENOSPC},
 		{fmt.Errorf("parse: %w", timespec.ErrBadTime), syscall.ENOENT},
 		{&os.PathError{Op: "open", Path: "x", Err: syscall.ENOENT}, syscall.ENOENT},
 		{fmt.Errorf("x: %w", syscall.EAGAIN), syscall.EAGAIN},

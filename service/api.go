@@ -68,6 +68,7 @@ var kinds = map[string]error{
 	"bad_name":         store.ErrBadName,
 	"bad_geometry":     store.ErrBadGeometry,
 	"time_order":       store.ErrTimeOrder,
+	"no_space":         store.ErrNoSpace,
 	"corrupt":          store.ErrCorrupt,
 	"bad_time":         timespec.ErrBadTime,
 	"future":           cdp.ErrFuture,
@@ -85,7 +86,7 @@ var kinds = map[string]error{
 
 // kindOrder is the order kinds are tried in: damage first, then the most
 // specific classes.
-var kindOrder = []string{"corrupt", "too_large", "busy", "bad_request", "bad_time", "future", "size_mismatch", "time_order",
+var kindOrder = []string{"corrupt", "no_space", "too_large", "busy", "bad_request", "bad_time", "future", "size_mismatch", "time_order",
 	"unknown_disk", "unknown_group", "unknown_bookmark", "no_point", "bookmark_exists", "disk_exists", "in_use", "not_empty",
 	"bad_name", "bad_geometry", "exists", "not_found", "foreign_mount", "bad_spec", "no_policy", "bad_policy"}
 
@@ -103,6 +104,8 @@ func statusOf(kind string) int {
 	switch kind {
 	case "too_large":
 		return http.StatusRequestEntityTooLarge
+	case "no_space":
+		return http.StatusInsufficientStorage
 	case "busy":
 		return http.StatusServiceUnavailable
 	case "bad_request", "bad_spec", "bad_time", "bad_name", "bad_geometry", "size_mismatch", "time_order", "bad_policy":
@@ -128,6 +131,9 @@ type ServiceInfo struct {
 	Repo    string    `json:"repo"`
 	Started time.Time `json:"started"`
 	Record  bool      `json:"records_state"` // false for a foreground protect
+	// MinFree is the free space the service keeps in reserve on the
+	// repository's filesystem (serve --min-free): below it writes are refused.
+	MinFree uint64 `json:"min_free_bytes,omitempty"`
 }
 
 // decode reads one JSON value of the request body into v: at most
@@ -156,7 +162,7 @@ func (s *Service) handler() http.Handler {
 	mux := http.NewServeMux()
 	w := Local{R: s.r}
 	mux.HandleFunc("GET /v1/service", func(rw http.ResponseWriter, r *http.Request) {
-		reply(rw, ServiceInfo{Version: APIVersion, PID: os.Getpid(), Repo: s.r.Dir(), Started: s.started.UTC(), Record: s.opt.Record}, nil)
+		reply(rw, ServiceInfo{Version: APIVersion, PID: os.Getpid(), Repo: s.r.Dir(), Started: s.started.UTC(), Record: s.opt.Record, MinFree: s.r.MinFree()}, nil)
 	})
 	mux.HandleFunc("GET /v1/protections", func(rw http.ResponseWriter, r *http.Request) {
 		reply(rw, s.Protections(), nil)

@@ -97,6 +97,7 @@
 //	                           not_empty, foreign_mount (ErrForeignMount)
 //	413 Request Entity Too Large  too_large (ErrTooLarge)
 //	503 Service Unavailable    busy (ErrBusy)
+//	507 Insufficient Storage   no_space (store.ErrNoSpace: the repository's filesystem is at its reserve)
 //	500 Internal Server Error  corrupt (store.ErrCorrupt), and any other failure, without a kind
 //
 // The store's and cdp's kinds map to their sentinels (unknown_disk is

@@ -47,6 +47,10 @@ var (
 	descStart    = prometheus.NewDesc("hindsight_service_start_time_seconds", "When the service started.", nil, nil)
 	descHead     = prometheus.NewDesc("hindsight_journal_head", "The journal's newest position.", nil, nil)
 	descScrapeOK = prometheus.NewDesc("hindsight_service_up", "1 when the service could read its repository's figures at this scrape.", nil, nil)
+	descFree     = prometheus.NewDesc("hindsight_repository_free_bytes", "Bytes available on the repository's filesystem (as df shows).", nil, nil)
+	descSize     = prometheus.NewDesc("hindsight_repository_filesystem_bytes", "Size of the repository's filesystem.", nil, nil)
+	descMinFree  = prometheus.NewDesc("hindsight_repository_min_free_bytes", "Free space kept in reserve: below it new writes are refused with ENOSPC (serve --min-free).", nil, nil)
+	descRefused  = prometheus.NewDesc("hindsight_repository_refused_writes_total", "Writes refused with ENOSPC because the repository's filesystem was down to its reserve.", nil, nil)
 )
 
 func newMetrics(s *Service) *metrics {
@@ -119,7 +123,7 @@ func (m *metrics) flushObserver(disk string) func(time.Duration) {
 
 // Describe sends the fixed descriptions.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descWrites, descBytes, descBlocks, descFlushes, descLag, descDurable, descLogical, descContent, descProts, descStart, descHead, descScrapeOK} {
+	for _, d := range []*prometheus.Desc{descWrites, descBytes, descBlocks, descFlushes, descLag, descDurable, descLogical, descContent, descProts, descStart, descHead, descScrapeOK, descFree, descSize, descMinFree, descRefused} {
 		ch <- d
 	}
 }
@@ -159,6 +163,15 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descStart, prometheus.GaugeValue, float64(m.s.started.UnixNano())/1e9)
 	ch <- prometheus.MustNewConstMetric(descHead, prometheus.GaugeValue, float64(m.s.r.Head()))
+	if free, total, _ := m.s.r.Space(); total > 0 {
+		ch <- prometheus.MustNewConstMetric(descFree, prometheus.GaugeValue, float64(free))
+		ch <- prometheus.MustNewConstMetric(descSize, prometheus.GaugeValue, float64(total))
+	} else {
+		up = 0
+	}
+	ch <- prometheus.MustNewConstMetric(descMinFree, prometheus.GaugeValue, float64(m.s.r.MinFree()))
+	refused, _ := m.s.r.Refused()
+	ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(refused))
 	ch <- prometheus.MustNewConstMetric(descScrapeOK, prometheus.GaugeValue, up)
 }
 

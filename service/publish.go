@@ -31,6 +31,7 @@ func (s *Service) publishLoop(ctx context.Context) error {
 			// loop tries again after the next write.
 			s.log.Error("journal sync failed", "err", err)
 		}
+		s.checkSpace()
 	}
 }
 

@@ -54,6 +54,9 @@ type Service struct {
 	// dirty wakes the publisher after a write: no polling when idle.
 	dirty chan struct{}
 
+	spaceMu    sync.Mutex // guards spaceLevel
+	spaceLevel int        // the free space's level last logged (space.go)
+
 	pubMu      sync.Mutex // one publish at a time; guards statusPrev
 	statusPrev map[string]statusSample
 
@@ -118,6 +121,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if s.opt.PruneEvery > 0 {
 		wg.Go(func() { s.retentionLoop(ctx) })
 	}
+	wg.Go(func() { s.spaceLoop(ctx) })
 	err := s.publishLoop(ctx)
 	// Retention jobs stop at ctx's end (crash-safe at any moment), and
 	// none starts after: the repository closes once Run returns.

@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -508,5 +510,114 @@ func BenchmarkVerifyFull(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkCapture4KSync64 is the capture core's random-write workload:
+// 4 KiB writes of new content at random blocks of a 1 GiB disk, a Sync
+// (fsync) every 64, and Sync plus Publish every second as the service
+// does. A/B in one run: "wal=prealloc" keeps pebble's WAL preallocation
+// (71 MiB a file), "wal=grow" is what a repository does (walfs.go);
+// "guard=off" skips the free-space check (space.go) to show its cost.
+// The cases take turns, captureRounds times, so that a noisy neighbour
+// weighs on each alike. Give it several seconds: -benchtime 100000x.
+func BenchmarkCapture4KSync64(b *testing.B) {
+	for range captureRounds {
+		for _, c := range []struct {
+			name     string
+			prealloc bool
+			guardOff bool
+		}{
+			{"wal=prealloc", true, false},
+			{"wal=grow", false, false},
+			{"wal=grow,guard=off", false, true},
+		} {
+			b.Run(c.name, func(b *testing.B) { benchCapture4K(b, c.prealloc, c.guardOff) })
+		}
+	}
+}
+
+const captureRounds = 4
+
+func benchCapture4K(b *testing.B, prealloc, guardOff bool) {
+	dir := b.TempDir()
+	if err := Init(dir); err != nil {
+		b.Fatal(err)
+	}
+	r, err := Open(dir, Options{walPrealloc: prealloc})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	r.space.off = guardOff
+	d, err := r.CreateDisk("b", 1<<30, benchBS)
+	if err != nil {
+		b.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			case <-t.C:
+			}
+			if err := errors.Join(r.Sync(), r.Publish()); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	buf := make([]byte, benchBS)
+	for i := range buf {
+		buf[i] = byte(rand.Uint32())
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	b.SetBytes(benchBS)
+	cpu0 := processCPU()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		binary.LittleEndian.PutUint64(buf, uint64(i)) // new content: nothing dedupes
+		if err := r.CaptureAsync(d.Timeline, []BlockWrite{{d, uint64(rng.IntN(int(d.Blocks()))), buf}}); err != nil {
+			b.Fatal(err)
+		}
+		if i%64 == 63 {
+			if err := r.Sync(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if err := r.Sync(); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	// The CPU of the whole process per write: less swayed by a busy host
+	// than the time.
+	b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/float64(b.N), "cpu-us/op")
+	close(stop)
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+}
+
+// processCPU is the user and system time of this process so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkSpaceAdmit is the free-space check of one 4 KiB write alone,
+// with the statfs it makes every spaceRefreshBytes (space.go).
+func BenchmarkSpaceAdmit(b *testing.B) {
+	g := newSpaceGuard(b.TempDir(), Options{MinFree: 1 << 20})
+	for i := 0; i < b.N; i++ {
+		if err := g.admit(benchBS); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

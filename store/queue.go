@@ -122,8 +122,10 @@ func (r *Repo) startQueue() {
 // step: ordered after every write queued before it, timed now (strictly
 // after the timeline's previous point), visible to ReadNewest when it
 // returns, and durable after the next Sync. The data is copied; a nil Data
-// is a zero block. An error of an earlier queued write (a full disk, say)
-// is returned here and by Sync from then on.
+// is a zero block. While the repository's filesystem is below its reserve
+// (Options.MinFree) the write is refused with ErrNoSpace before any of it is
+// queued, and accepted again once space is back. An error of an earlier
+// queued write (a failing disk, say) is returned here and by Sync from then on.
 func (r *Repo) CaptureAsync(tl uint32, writes []BlockWrite) error {
 	if err := r.writable(); err != nil {
 		return err
@@ -142,6 +144,9 @@ func (r *Repo) CaptureAsync(tl uint32, writes []BlockWrite) error {
 		if w.Data != nil {
 			e.size += len(w.Data)
 		}
+	}
+	if err := r.space.admit(uint64(e.size)); err != nil {
+		return err
 	}
 	q := r.q
 	buf := q.getBuf(e.size) // one copy of all blocks: the caller's buffer is reused

@@ -48,6 +48,15 @@ type Options struct {
 	// Notef receives what a user must hear of: the journal recovered after
 	// a crash or the loss of the index's tail (nil: to Logf).
 	Notef func(format string, args ...any)
+	// MinFree is the free space the writer keeps in reserve on the
+	// repository's filesystem: new writes are refused with ErrNoSpace below
+	// it (space.go). 0: DefaultMinFree, or an eighth of a small filesystem.
+	MinFree uint64
+
+	// statfs replaces the filesystem's free space (tests of the guard);
+	// walPrealloc keeps pebble's WAL preallocation (benchmarks: A/B).
+	statfs      func(dir string) (free, total uint64, err error)
+	walPrealloc bool
 }
 
 // Repo is an open repository: the writer's, or a read-only view.
@@ -83,6 +92,7 @@ type Repo struct {
 
 	// retired are the segments garbage collection emptied (refs.go).
 	retired atomic.Pointer[retiredSet]
+	space   *spaceGuard // the filesystem's free space (space.go)
 
 	known     *knownHashes // the writer's filter of indexed content (known.go)
 	stopKnown func()       // stops building it
@@ -142,6 +152,9 @@ func pebbleOptions(opt Options, cache *pebble.Cache) *pebble.Options {
 		ReadOnly:           opt.ReadOnly,
 		Logger:             logger{opt.Logf},
 	}
+	if !opt.ReadOnly && !opt.walPrealloc {
+		o.FS = newWALFS()
+	}
 	if opt.ReadOnly {
 		// A view's memtable only holds its log, at most viewLogBytes: a
 		// smaller arena makes opening one (as readers do every publish) cheaper.
@@ -200,7 +213,7 @@ func openWriterLocked(dir string, opt Options, creating bool, lock *os.File) (_ 
 	}
 	r := &Repo{dir: dir, db: db, opts: opt, lock: lock, cache: cache,
 		unsynced: map[Hash]location{}, lastTimes: map[uint32]time.Time{}, versions: map[uint32]uint64{},
-		zeroHashes: map[int]Hash{}, known: newKnownHashes()}
+		zeroHashes: map[int]Hash{}, known: newKnownHashes(), space: newSpaceGuard(dir, opt)}
 	cache.Ref()
 	defer func() {
 		if err != nil {
@@ -252,6 +265,8 @@ func openWriterLocked(dir string, opt Options, creating bool, lock *os.File) (_ 
 	}
 	r.stopKnown = r.startKnown()
 	r.startQueue()
+	r.segs.admit = r.space.admit // an import's content, block by block
+	r.space.inflight = r.inflight
 	return r, nil
 }
 

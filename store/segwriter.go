@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/klauspost/compress/zstd"
@@ -82,6 +83,23 @@ type segments struct {
 	flushed chan error  // one result per chunk written
 	queued  int         // chunks sent and not yet acknowledged on flushed
 	err     error       // first write error: the writer is unusable after it
+
+	// admit refuses content when the filesystem's reserve is reached
+	// (Repo.space; nil: no check), before anything of it is appended.
+	admit func(n uint64) error
+	// unwritten is how many appended bytes may not have reached the
+	// kernel yet (noteUnwritten), for the guard, read from any goroutine.
+	unwritten atomic.Int64
+}
+
+// noteUnwritten records the appended bytes not yet handed to the kernel:
+// the chunks in flight (counted whole) and the active chunk's new bytes.
+func (s *segments) noteUnwritten() {
+	n := int64(s.queued) * chunkSize
+	if k := len(s.mem); k > 0 {
+		n += int64(s.mem[k-1].n) - int64(s.written)
+	}
+	s.unwritten.Store(max(n, 0))
 }
 
 // chunk is aligned memory holding the segment's bytes [base, base+n).
@@ -217,6 +235,7 @@ func (s *segments) start(id uint32, n uint64, flags int) error {
 	s.mem, s.memSeg = []*chunk{c}, id
 	s.memMu.Unlock()
 	s.w, s.direct, s.wID, s.wLen, s.written = f, direct, id, n, uint64(c.n)
+	s.noteUnwritten()
 	return nil
 }
 
@@ -370,6 +389,11 @@ func zeroBytes(x uint64, n int) int {
 // add appends one block's stored content (flags: flagZstd or 0) and returns
 // where it lies.
 func (s *segments) add(stored []byte, flags uint8) (location, error) {
+	if s.admit != nil {
+		if err := s.admit(uint64(len(stored))); err != nil {
+			return location{}, err
+		}
+	}
 	seg, off, err := s.reserve(uint64(len(stored)))
 	if err != nil {
 		return location{}, err
@@ -413,6 +437,7 @@ func (s *segments) append(p []byte) error {
 		s.queued++
 		s.written = 0
 	}
+	s.noteUnwritten()
 	return nil
 }
 
@@ -446,6 +471,7 @@ func (s *segments) reap() error {
 	s.mem = s.mem[1:]
 	s.memMu.Unlock()
 	s.free = append(s.free, c)
+	s.noteUnwritten()
 	return nil
 }
 
@@ -474,6 +500,7 @@ func (s *segments) write() error {
 		return err
 	}
 	s.written = uint64(a.n)
+	s.noteUnwritten()
 	return nil
 }
 

@@ -32,9 +32,14 @@ const stepBatchBytes = 32 << 20
 // Begin starts a step on timeline tl. With a non-zero at, the step's point
 // gets that time, which must be after the timeline's newest point; otherwise
 // it gets the commit time (nudged past the newest point if the clock stepped
-// back). Begin holds the repository's writer until Commit or Abort.
+// back). Begin holds the repository's writer until Commit or Abort. It
+// refuses with ErrNoSpace while the repository's filesystem is below its
+// reserve (Options.MinFree), as each block the step appends does.
 func (r *Repo) Begin(tl uint32, at time.Time) (*Step, error) {
 	if err := r.writable(); err != nil {
+		return nil, err
+	}
+	if err := r.space.admit(0); err != nil {
 		return nil, err
 	}
 	r.drain()

@@ -193,7 +193,7 @@ func openViewGen(dir string, gen uint64, opt Options) (_ *Repo, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open view %d: %w", gen, indexOpenError(dir, err))
 	}
-	r := &Repo{dir: dir, db: db, opts: opt, readOnly: true, private: priv, cache: cache, gen: gen}
+	r := &Repo{dir: dir, db: db, opts: opt, readOnly: true, private: priv, cache: cache, gen: gen, space: newSpaceGuard(dir, opt)}
 	cache.Ref()
 	head, err := r.getU64(metaHead)
 	r.head.Store(head)

@@ -191,17 +191,18 @@ func (w *workloads) end() error {
 // svc is a running `hindsight serve` and the taps it was asked for.
 type svc struct {
 	repo string
+	proc *proc // the serve process: its log is proc.stderr
 	mu   sync.Mutex
 	taps []string
 }
 
-// startService runs `hindsight serve` until the test ends and returns
-// once it answers on its control socket; at cleanup, once it stopped,
-// none of its taps may still be mounted.
-func startService(t *testing.T, repo string) *svc {
+// startService runs `hindsight serve` (with extra flags) until the test
+// ends and returns once it answers on its control socket; at cleanup, once
+// it stopped, none of its taps may still be mounted.
+func startService(t *testing.T, repo string, extra ...string) *svc {
 	t.Helper()
 	s := &svc{repo: repo}
-	p := start(t, func() {
+	s.proc = start(t, func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		for _, dir := range s.taps {
@@ -210,8 +211,8 @@ func startService(t *testing.T, repo string) *svc {
 				t.Errorf("%s was still mounted after the service stopped", dir)
 			}
 		}
-	}, "--repo", repo, "serve", "--sync-interval", "200ms")
-	p.waitUntil(t, "serve", func() bool {
+	}, append([]string{"--repo", repo, "serve", "--sync-interval", "200ms"}, extra...)...)
+	s.proc.waitUntil(t, "serve", func() bool {
 		return exec.Command(hsBin, "--repo", repo, "protections").Run() == nil
 	})
 	return s

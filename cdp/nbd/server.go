@@ -25,7 +25,10 @@ type Backend interface {
 	// ReadAt reads len(p) bytes at off, which is always within the size.
 	ReadAt(p []byte, off int64) (int, error)
 	// WriteAt writes p at off, within the size. The data is visible to
-	// later reads (on any connection) once WriteAt returns.
+	// later reads (on any connection) once WriteAt returns. An error that
+	// is a syscall.Errno (errors.As) answers its NBD error: ENOSPC, as a
+	// write refused because the repository's filesystem is full
+	// (store.ErrNoSpace) is, answers NBD_ENOSPC; an unknown one NBD_EIO.
 	WriteAt(p []byte, off int64) (int, error)
 	// Flush returns once everything acknowledged before it was called is
 	// durable.

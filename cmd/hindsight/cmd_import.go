@@ -63,7 +63,7 @@ without it the point gets the time the import finishes.`,
 				case errors.Is(err, store.ErrUnknownDisk):
 					return notFound(err)
 				case err != nil:
-					return err
+					return noSpaceHint(err)
 				}
 				if c.Bool("json") {
 					return printJSON(c, res)

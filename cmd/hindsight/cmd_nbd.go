@@ -39,6 +39,7 @@ A client must choose an export within 10 s; at most 64 connections are served,
 			&cli.StringFlag{Name: "tls-client-ca", Usage: "PEM `CA` whose certificates clients must present (needs --tls-cert)"},
 			&cli.BoolFlag{Name: "insecure-local", Usage: "serve TCP on loopback without client certificates: every local user can read and write the disks"},
 			&cli.DurationFlag{Name: "sync-interval", Value: defaultSyncInterval, Usage: "sync and publish the journal this often"},
+			minFreeFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() < 1 {

@@ -55,6 +55,7 @@ and --tls-client-ca (or --insecure-local on loopback), as for serve-nbd.`,
 			&cli.StringFlag{Name: "nbd", Usage: "serve the disks over NBD at `ADDR`: unix:PATH or HOST:PORT"},
 			&cli.StringFlag{Name: "name", Usage: "the protection's name (default: DISK|GROUP)"},
 			&cli.DurationFlag{Name: "sync-interval", Value: defaultSyncInterval, Usage: "in the foreground: sync and publish the journal this long after a write"},
+			minFreeFlag(),
 			&cli.StringFlag{Name: "backing", Usage: "the real disk (`FILE` or device) stays primary; writes are mirrored into the journal"},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let the members of --group open the disk file (mode 0660, group NAME)"},
 			&cli.StringFlag{Name: "group", Usage: "with --allow-other: the group (`NAME` or gid) whose members may open the disk file"},
@@ -127,6 +128,9 @@ func protect(c *cli.Context, spec service.ProtectSpec) error {
 		return err
 	}
 	if cl != nil {
+		if c.IsSet("min-free") {
+			return usagef("--min-free sets the reserve of a protection run in the foreground; the running service keeps its own (hindsight serve --min-free)")
+		}
 		st, err := cl.Protect(c.Context, spec)
 		if err != nil {
 			return err

@@ -44,6 +44,7 @@ scripts/hindsight@.service runs it under systemd for /srv/hindsight/NAME.`,
 			&cli.DurationFlag{Name: "sync-interval", Value: defaultSyncInterval, Usage: "sync and publish the journal this long after a write"},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
 			&cli.DurationFlag{Name: "prune-every", Value: time.Hour, Usage: "apply every retention policy, then gc, this often (0: never)"},
+			minFreeFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 0, "no arguments"); err != nil {

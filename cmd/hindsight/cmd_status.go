@@ -20,6 +20,30 @@ type status struct {
 	Reduction    float64      `json:"reduction_ratio,omitempty"`
 	Capture      *cdp.Status  `json:"capture,omitempty"` // the front end protecting it, if one ran
 	LagSeconds   float64      `json:"lag_seconds"`       // newest write not yet visible to other processes
+	Space        *space       `json:"space,omitempty"`   // the repository's filesystem
+}
+
+// space is the repository's filesystem as `status` reports it.
+type space struct {
+	FreeBytes    uint64 `json:"free_bytes"`     // available, as df shows
+	SizeBytes    uint64 `json:"size_bytes"`     // the filesystem's size
+	MinFreeBytes uint64 `json:"min_free_bytes"` // the writer's reserve: writes are refused below it
+	Low          bool   `json:"low"`            // below twice the reserve
+}
+
+// repoSpace reads the free space of r's filesystem and the reserve its
+// writer keeps: the running service's (serve --min-free), else the
+// default one a writer opened here keeps. Nil when it cannot be read.
+func repoSpace(c *cli.Context, r *store.Repo) *space {
+	free, total, _ := r.Space()
+	if total == 0 {
+		return nil
+	}
+	res := r.MinFree()
+	if cl, err := dialService(c); err == nil && cl != nil && cl.Info.MinFree > 0 {
+		res = cl.Info.MinFree
+	}
+	return &space{FreeBytes: free, SizeBytes: total, MinFreeBytes: res, Low: free < 2*res}
 }
 
 func cmdStatus() *cli.Command {
@@ -56,6 +80,7 @@ see) every sync interval. Stored bytes are the whole repository's content.`,
 				case !errors.Is(err, fs.ErrNotExist):
 					return err
 				}
+				st.Space = repoSpace(c, r)
 				if c.Bool("json") {
 					return printJSON(c, st)
 				}
@@ -75,6 +100,14 @@ see) every sync interval. Stored bytes are the whole repository's content.`,
 					fmt.Fprintf(w, "writes      %d (%.0f/s), %s (%s/s), %d flushes, last %s\n", cs.Writes, cs.WritesPerSec,
 						humanBytes(int64(cs.BytesWritten)), humanBytes(int64(cs.BytesPerSec)), cs.Flushes, fmtTime(cs.LastWrite))
 					fmt.Fprintf(w, "lag         %.3fs\n", st.LagSeconds)
+				}
+				if sp := st.Space; sp != nil {
+					fmt.Fprintf(w, "space       %s free of %s on the repository's filesystem, %s kept in reserve\n",
+						humanBytes(int64(sp.FreeBytes)), humanBytes(int64(sp.SizeBytes)), humanBytes(int64(sp.MinFreeBytes)))
+					if sp.Low {
+						fmt.Fprintf(w, "warning     the repository's filesystem is low on space: writes are refused (ENOSPC) below %s free; thin old history ('hindsight prune', then 'hindsight gc') or add space\n",
+							humanBytes(int64(sp.MinFreeBytes)))
+					}
 				}
 				return nil
 			})

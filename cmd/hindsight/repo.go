@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hindsight-cdp/hindsight/cdp"
@@ -38,8 +39,33 @@ func openRepo(c *cli.Context, readOnly bool) (*store.Repo, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := store.Open(dir, store.Options{ReadOnly: readOnly, Logf: logf(c), Notef: notef})
+	opt := store.Options{ReadOnly: readOnly, Logf: logf(c), Notef: notef}
+	if s := c.String("min-free"); s != "" && !readOnly {
+		n, err := parseSize(s)
+		if err != nil {
+			return nil, err
+		}
+		opt.MinFree = uint64(n)
+	}
+	r, err := store.Open(dir, opt)
 	return r, openErr(dir, err)
+}
+
+// minFreeFlag is --min-free of the commands that run the repository's
+// writer (serve; protect and serve-nbd in the foreground): openRepo reads it.
+func minFreeFlag() cli.Flag {
+	return &cli.StringFlag{Name: "min-free", Usage: fmt.Sprintf(
+		"keep `SIZE` free on the repository's filesystem: new writes are refused (ENOSPC) below it, so the journal never fills the disk (default %s, or an eighth of a smaller filesystem)",
+		humanBytes(store.DefaultMinFree))}
+}
+
+// noSpaceHint says what to do when a write was refused because the
+// repository's filesystem is full.
+func noSpaceHint(err error) error {
+	if !errors.Is(err, syscall.ENOSPC) {
+		return err
+	}
+	return fmt.Errorf("%w\nThe repository's filesystem is full; the journal is intact. Free space by thinning old history ('hindsight prune', then 'hindsight gc') or by giving the filesystem more room, then try again", err)
 }
 
 // openLive opens the repository as a read-only view that follows the writer.

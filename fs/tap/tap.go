@@ -272,6 +272,11 @@ func (f *file) errno(op string, off int64, err error) syscall.Errno {
 	switch {
 	case errors.Is(err, store.ErrOutOfRange):
 		return syscall.ENOSPC
+	case errors.Is(err, store.ErrNoSpace):
+		// The repository's filesystem is at its reserve: the write was
+		// refused whole and the journal is intact. Not logged per write:
+		// the service warns once when space runs low and when it runs out.
+		return syscall.ENOSPC
 	case errors.Is(err, cdp.ErrMisaligned):
 		return syscall.EINVAL
 	case errors.Is(err, context.Canceled):
