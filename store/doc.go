@@ -92,7 +92,7 @@
 // rewrites segments that are mostly unused. Their keys:
 //
 //	'r' hash [32] | disk u32 | block u64 | seq u64 → empty: a non-zero version's reference
-//	'c' seg u32 | off u64                → hash [32]: content by location
+//	'c' seg u32 | off u64                → hash [32] | stored length u32: content by location
 //	'z' hash [32]                        → empty: content a removed version referenced
 //	'u' seg u32                          → unused bytes u64 of the segment
 //	'x' seg u32                          → view generation u64: the segment was rewritten

@@ -53,6 +53,12 @@ const (
 	gcCopyBytes = 4 << 20
 )
 
+// DefaultMaxUnused is the unused share of a segment at which gc rewrites it
+// (restic's prune rewrites at 5% unused too): what a repository holds
+// beyond its live content stays about that small, for copying live content
+// about twenty times its size in the worst case.
+const DefaultMaxUnused = 0.05
+
 // gcSpareBytes is the free space a rewrite leaves on the filesystem beyond
 // the copy itself.
 const gcSpareBytes = 64 << 20
@@ -66,7 +72,7 @@ func (r *Repo) Collect(ctx context.Context, opt GCOptions) (GCResult, error) {
 		return GCResult{}, err
 	}
 	if opt.MaxUnused <= 0 {
-		opt.MaxUnused = 0.1
+		opt.MaxUnused = DefaultMaxUnused
 	}
 	r.mmu.Lock()
 	defer r.mmu.Unlock()
@@ -88,6 +94,7 @@ func (r *Repo) Collect(ctx context.Context, opt GCOptions) (GCResult, error) {
 		if err != nil {
 			return res, fmt.Errorf("store: gc: %w", err)
 		}
+		r.compactIndex(ctx, res)
 	}
 	res.Duration = time.Since(start)
 	return res, nil
@@ -201,13 +208,13 @@ func (r *Repo) rewriteSegments(ctx context.Context, opt GCOptions, res *GCResult
 			return nil
 		}
 		s := segmentUse{seg: binary.BigEndian.Uint32(k[1:]), unused: binary.BigEndian.Uint64(v)}
-		s.unused += extra[s.seg]
-		delete(extra, s.seg)
 		segs = append(segs, s)
 		return nil
 	})
-	for seg, n := range extra {
-		segs = append(segs, segmentUse{seg: seg, unused: n})
+	for seg := range extra {
+		if !slices.ContainsFunc(segs, func(s segmentUse) bool { return s.seg == seg }) {
+			segs = append(segs, segmentUse{seg: seg})
+		}
 	}
 	var pick []segmentUse
 	for _, s := range segs {
@@ -217,7 +224,14 @@ func (r *Repo) rewriteSegments(ctx context.Context, opt GCOptions, res *GCResult
 		if s.length, err = r.committedLength(s.seg); err != nil || s.length == 0 {
 			continue
 		}
-		if float64(s.unused) >= opt.MaxUnused*float64(s.length) {
+		// Unused is all but the live content: freed content, and the
+		// frames' own bytes, which a rewrite drops too.
+		var live uint64
+		if live, err = r.liveBytes(s.seg); err != nil {
+			break
+		}
+		live -= min(live, extra[s.seg]) // a dry run's freed content is still indexed
+		if s.unused = s.length - min(s.length, live); float64(s.unused) >= opt.MaxUnused*float64(s.length) {
 			pick = append(pick, s)
 		}
 	}
@@ -256,7 +270,7 @@ func (r *Repo) rewriteSegments(ctx context.Context, opt GCOptions, res *GCResult
 			r.logf("gc: segments/%s not rewritten: %d bytes to copy, %d free", segmentName(s.seg), live, free)
 			continue
 		}
-		copied, err := r.rewrite(ctx, s.seg)
+		copied, err := r.rewrite(ctx, s.seg, &res.Moved)
 		if err != nil {
 			return err
 		}
@@ -272,7 +286,7 @@ func (r *Repo) rewriteSegments(ctx context.Context, opt GCOptions, res *GCResult
 
 // rewrite copies the live content of segment seg to the newest segment and
 // retires seg; it returns the bytes copied.
-func (r *Repo) rewrite(ctx context.Context, seg uint32) (int64, error) {
+func (r *Repo) rewrite(ctx context.Context, seg uint32, moves *int) (int64, error) {
 	if err := r.markCollected(); err != nil {
 		return 0, err
 	}
@@ -290,10 +304,11 @@ func (r *Repo) rewrite(ctx context.Context, seg uint32) (int64, error) {
 		}
 		held := time.Now()
 		r.acquire()
-		n, err := r.movePiece(seg, piece, next == nil)
+		n, m, err := r.movePiece(seg, piece, next == nil)
 		r.wmu.Unlock()
 		yield(ctx, time.Since(held))
 		copied += n
+		*moves += m
 		if err != nil || next == nil {
 			return copied, err
 		}
@@ -329,11 +344,11 @@ func (r *Repo) readPiece(seg uint32, cursor []byte) (piece []moved, next []byte,
 		}
 		m := moved{key: bytes.Clone(it.Key())}
 		v := it.Value()
-		if len(m.key) != 13 || len(v) != len(Hash{}) {
+		if len(m.key) != 13 || len(v) != contentAtLen {
 			piece = append(piece, m)
 			continue
 		}
-		m.hash = Hash(v)
+		m.hash = Hash(v[:len(Hash{})])
 		off := binary.BigEndian.Uint64(m.key[5:])
 		hv, ok, err := r.get(hashKey(m.hash))
 		if err != nil {
@@ -361,9 +376,9 @@ func (r *Repo) readPiece(seg uint32, cursor []byte) (piece []moved, next []byte,
 // movePiece appends the content read by readPiece to the newest segment
 // and points the content index at it, in one synced batch that retires seg
 // when last is set. The writer is held.
-func (r *Repo) movePiece(seg uint32, piece []moved, last bool) (copied int64, err error) {
+func (r *Repo) movePiece(seg uint32, piece []moved, last bool) (copied int64, moves int, err error) {
 	if seg == r.segs.wID {
-		return 0, fmt.Errorf("segments/%s is being written", segmentName(seg))
+		return 0, 0, fmt.Errorf("segments/%s is being written", segmentName(seg))
 	}
 	b := r.db.NewBatch()
 	defer b.Close()
@@ -372,17 +387,18 @@ func (r *Repo) movePiece(seg uint32, piece []moved, last bool) (copied int64, er
 		if m.stored == nil {
 			continue
 		}
-		nloc, err := r.segs.add(m.stored, m.loc.flags&flagZstd)
+		nloc, err := r.segs.put(m.stored, m.loc.flags&flagZstd)
 		if err != nil {
-			return copied, err
+			return copied, moves, err
 		}
 		r.indexHash(b, m.hash, nloc.append(nil))
 		copied += int64(m.loc.n)
+		moves++
 	}
 	if last {
 		gens, err := viewGenerations(r.dir)
 		if err != nil {
-			return copied, err
+			return copied, moves, err
 		}
 		gen := uint64(1)
 		if len(gens) > 0 {
@@ -393,12 +409,12 @@ func (r *Repo) movePiece(seg uint32, piece []moved, last bool) (copied int64, er
 		b.Delete(unusedKey(seg), nil)
 	}
 	if err := r.commitSynced(b, r.head.Load()); err != nil {
-		return copied, err
+		return copied, moves, err
 	}
 	if last {
 		r.addRetired(seg)
 	}
-	return copied, nil
+	return copied, moves, nil
 }
 
 // yield gives the writer back to captures after a piece of maintenance
@@ -411,6 +427,36 @@ func yield(ctx context.Context, held time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
+}
+
+// indexKeyBytes is about what the index holds per content gc frees or
+// moves, with the versions and references that pruning removed with it.
+const indexKeyBytes = 256
+
+// compactIndex gives the index's space back after a gc that changed an
+// eighth of it or more. A smaller one leaves the deleted keys to pebble's
+// own compactions, so that gc costs what it removes: a full compaction
+// costs the index's size, and comes once an eighth of it has changed.
+func (r *Repo) compactIndex(ctx context.Context, res GCResult) {
+	changed := uint64(res.Freed+res.Moved) * indexKeyBytes
+	if size := r.db.Metrics().DiskSpaceUsage(); changed == 0 || changed*8 < size {
+		return
+	}
+	if err := r.db.Compact(ctx, []byte{0}, []byte{0xff}, true); err != nil {
+		r.logf("gc: compacting the index: %v", err)
+	}
+}
+
+// liveBytes is the stored size of the content the index locates in seg.
+func (r *Repo) liveBytes(seg uint32) (uint64, error) {
+	var n uint64
+	err := r.scan(be32([]byte{kindContentAt}, seg), func(_, v []byte) error {
+		if len(v) == contentAtLen {
+			n += uint64(binary.BigEndian.Uint32(v[len(Hash{}):]))
+		}
+		return nil
+	})
+	return n, err
 }
 
 // checkStored checks stored bytes of content h at loc before they are copied.

@@ -99,6 +99,12 @@ func contentAtKey(seg uint32, off uint64) []byte {
 	return be64(be32([]byte{kindContentAt}, seg), off)
 }
 
+// contentAtValue is what a location key holds: the content's hash and its
+// stored length, so that a segment's live bytes are one scan.
+func contentAtValue(h Hash, n uint32) []byte { return be32(append(make([]byte, 0, 36), h[:]...), n) }
+
+const contentAtLen = 32 + 4
+
 func candidateKey(h Hash) []byte { return append([]byte{kindCandidate}, h[:]...) }
 
 func unusedKey(seg uint32) []byte { return be32([]byte{kindUnused}, seg) }

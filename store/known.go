@@ -132,8 +132,8 @@ func (k *knownHashes) adopt(parts []*hashBloom) {
 // to the writer's filter.
 func (r *Repo) indexHash(b *pebble.Batch, h Hash, loc []byte) {
 	b.Set(hashKey(h), loc, nil)
-	if len(loc) >= 13 {
-		b.Set(contentAtKey(binary.BigEndian.Uint32(loc[1:]), binary.BigEndian.Uint64(loc[5:])), h[:], nil)
+	if len(loc) >= 17 {
+		b.Set(contentAtKey(binary.BigEndian.Uint32(loc[1:]), binary.BigEndian.Uint64(loc[5:])), contentAtValue(h, binary.BigEndian.Uint32(loc[13:])), nil)
 	}
 	r.known.add(h)
 }

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -55,7 +54,7 @@ func (r *Repo) ensureRefs() error {
 		if len(k) != 1+len(Hash{}) || err != nil {
 			return nil // verify reports it
 		}
-		b.Set(contentAtKey(loc.seg, loc.off), bytes.Clone(k[1:]), nil)
+		b.Set(contentAtKey(loc.seg, loc.off), contentAtValue(Hash(k[1:]), loc.n), nil)
 		contents++
 		return flush(false)
 	})

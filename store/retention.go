@@ -39,7 +39,7 @@ type PruneResult struct {
 // GCOptions tune Collect.
 type GCOptions struct {
 	// MaxUnused is the fraction of a segment that may be unreferenced before
-	// Collect rewrites it (0: 0.1).
+	// Collect rewrites it (0: DefaultMaxUnused).
 	MaxUnused float64
 	// DryRun reports what would be freed and changes nothing.
 	DryRun bool
@@ -49,11 +49,12 @@ type GCOptions struct {
 
 // GCResult is what Collect did.
 type GCResult struct {
-	Candidates int           `json:"candidates"`      // content pruning left unreferenced, examined
-	Freed      int           `json:"freed"`           // content no version references, freed
-	FreedBytes int64         `json:"freed_bytes"`     // its stored bytes
-	Rewritten  int           `json:"rewritten"`       // segments rewritten or dropped
-	Copied     int64         `json:"copied_bytes"`    // live content copied out of them
+	Candidates int           `json:"candidates"`  // content pruning left unreferenced, examined
+	Freed      int           `json:"freed"`       // content no version references, freed
+	FreedBytes int64         `json:"freed_bytes"` // its stored bytes
+	Rewritten  int           `json:"rewritten"`   // segments rewritten or dropped
+	Copied     int64         `json:"copied_bytes"`
+	Moved      int           `json:"moved"`           // live content copied    // live content copied out of them
 	Reclaimed  int64         `json:"reclaimed_bytes"` // bytes given back to the filesystem
 	Held       int           `json:"held"`            // segments kept for readers of older views
 	Duration   time.Duration `json:"-"`

@@ -394,6 +394,12 @@ func (s *segments) add(stored []byte, flags uint8) (location, error) {
 			return location{}, err
 		}
 	}
+	return s.put(stored, flags)
+}
+
+// put is add without the reserve's check, for garbage collection: it
+// copies content to give space back, and checks the room for it itself.
+func (s *segments) put(stored []byte, flags uint8) (location, error) {
 	seg, off, err := s.reserve(uint64(len(stored)))
 	if err != nil {
 		return location{}, err

@@ -361,7 +361,7 @@ func (v *verifier) references(n, sum uint64) error {
 		return err
 	}
 	if err := v.r.scan([]byte{kindContentAt}, func(k, val []byte) error {
-		if len(k) == 13 && len(val) == len(Hash{}) {
+		if len(k) == 13 && len(val) == contentAtLen {
 			nC++
 			sumC += mix64(mix64(uint64(binary.BigEndian.Uint32(k[1:]))^binary.BigEndian.Uint64(k[5:])) ^ binary.BigEndian.Uint64(val))
 		}
