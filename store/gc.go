@@ -107,10 +107,10 @@ func (r *Repo) sweep(ctx context.Context, dryRun bool, res *GCResult, unused map
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		held := time.Now()
 		if !dryRun {
 			r.acquire()
 		}
+		held := time.Now() // the writer's time it takes, not the wait for it
 		next, err := r.sweepPiece(cursor, dryRun, res, unused)
 		if !dryRun {
 			r.wmu.Unlock()
@@ -302,8 +302,8 @@ func (r *Repo) rewrite(ctx context.Context, seg uint32, moves *int) (int64, erro
 		if err != nil {
 			return copied, err
 		}
-		held := time.Now()
 		r.acquire()
+		held := time.Now()
 		n, m, err := r.movePiece(seg, piece, next == nil)
 		r.wmu.Unlock()
 		yield(ctx, time.Since(held))
@@ -442,10 +442,18 @@ func (r *Repo) compactIndex(ctx context.Context, res GCResult) {
 	if size := r.db.Metrics().DiskSpaceUsage(); changed == 0 || changed*8 < size {
 		return
 	}
+	// Beside busy captures pebble's own compactions take its compaction
+	// slot most of the time: a manual one may wait for minutes. It is not
+	// needed for anything but space, so it gets a bounded time.
+	ctx, cancel := context.WithTimeout(ctx, compactIndexWait)
+	defer cancel()
 	if err := r.db.Compact(ctx, []byte{0}, []byte{0xff}, true); err != nil {
-		r.logf("gc: compacting the index: %v", err)
+		r.logf("gc: the index's compaction did not finish in %v (pebble's own compactions will do it): %v", compactIndexWait, err)
 	}
 }
+
+// compactIndexWait bounds the index's compaction after a large gc.
+const compactIndexWait = 5 * time.Second
 
 // liveBytes is the stored size of the content the index locates in seg.
 func (r *Repo) liveBytes(seg uint32) (uint64, error) {

@@ -247,10 +247,10 @@ func (r *Repo) collapse(ctx context.Context, tl uint32, members map[uint32]bool,
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		held := time.Now()
 		if !dryRun {
 			r.acquire()
 		}
+		held := time.Now() // the writer's time it takes, not the wait for it
 		rest, next, err := r.collapseBatch(tl, members, spans, cursor, dryRun, res, hashes)
 		if !dryRun {
 			r.wmu.Unlock()
