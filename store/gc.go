@@ -61,7 +61,7 @@ const DefaultMaxUnused = 0.05
 
 // gcSpareBytes is the free space a rewrite leaves on the filesystem beyond
 // the copy itself.
-const gcSpareBytes = 64 << 20
+const gcSpareBytes = 8 << 20
 
 // Collect frees content that no block version references any more and gives
 // its space back to the filesystem. It runs beside live writes and readers:

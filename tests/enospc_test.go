@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -32,7 +33,9 @@ func TestENOSPC(t *testing.T) {
 	fsDir := smallExt4(t, 160<<20)
 	repo := filepath.Join(fsDir, "repo")
 	ok(t, "--repo", repo, "init")
-	const diskSize = 64 << 20
+	// A small disk, written round and round: pruning leaves most of what
+	// filled the filesystem unused, for gc to give back.
+	const diskSize = 8 << 20
 	ok(t, "--repo", repo, "disk", "create", "d", "--size", strconv.Itoa(diskSize))
 	const minFree = 24 << 20
 	s := startService(t, repo, "--min-free", "24M", "--metrics", "127.0.0.1:0")
@@ -95,7 +98,7 @@ func TestENOSPC(t *testing.T) {
 				failed <- err
 				return
 			}
-			if n > 4*diskSize/wsize {
+			if n > (160<<20)/wsize {
 				failed <- fmt.Errorf("%d writes of fresh data and none refused", n)
 				return
 			}
@@ -136,9 +139,17 @@ func TestENOSPC(t *testing.T) {
 		return strings.Contains(s.proc.stderr.String(), fullLog)
 	})
 
-	// Space freed: writes go on.
-	if err := os.Remove(ballast); err != nil {
-		t.Fatal(err)
+	// Space given back by prune and gc (a policy that keeps the last hour,
+	// evaluated three hours ahead: all but the newest point goes): writes
+	// go on.
+	ok(t, "--repo", repo, "policy", "set", "d", "--keep-all", "1h")
+	ok(t, "--repo", repo, "prune", "d", "--now", time.Now().Add(3*time.Hour).UTC().Format(time.RFC3339))
+	var gc struct {
+		Reclaimed int64 `json:"reclaimed_bytes"`
+	}
+	out = ok(t, "--repo", repo, "--json", "gc")
+	if err := json.Unmarshal([]byte(out), &gc); err != nil || gc.Reclaimed < 16<<20 {
+		t.Fatalf("gc on a full filesystem gave back too little: %v\n%s", err, out)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -147,7 +158,7 @@ func TestENOSPC(t *testing.T) {
 			break
 		}
 		if !errors.Is(err, syscall.ENOSPC) || time.Now().After(deadline) {
-			t.Fatalf("write after the ballast was removed: %v", err)
+			t.Fatalf("write after prune and gc: %v", err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
