@@ -43,6 +43,7 @@ bench: build ## benchmarks; figures go into docs/PERFORMANCE.md
 	@$(MAKE) --no-print-directory deps EXTRA_PKGS="$(BENCH_PKGS)"
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./store/ ./fs/
 	TMPDIR=/var/tmp $(GO) test -run '^$$' -bench DeviceWrite4K -benchtime 300000x ./cdp/
+	TMPDIR=/var/tmp $(GO) test -run '^$$' -bench Write4KDuringGC -benchtime 20000x ./cdp/
 	TMPDIR=/var/tmp $(GO) test -run '^$$' -bench TapWrite4KSync64 -benchtime 100000x ./fs/tap/
 	bash scripts/bench-read.sh
 	bash scripts/bench-write.sh
