@@ -139,6 +139,11 @@ var errStopping = errors.New("service: stopping")
 
 // retentionSlot waits for the one retention job slot, or for ctx.
 func (s *Service) retentionSlot(ctx context.Context) error {
+	// A job's context ends with the service too (job): a stopped service
+	// answers errStopping whichever of the two a select would see first.
+	if s.stopped.Err() != nil {
+		return errStopping
+	}
 	select {
 	case s.retSlot <- struct{}{}:
 		if s.stopped.Err() != nil { // got it before Run took it for good
@@ -149,6 +154,9 @@ func (s *Service) retentionSlot(ctx context.Context) error {
 	case <-s.stopped.Done():
 		return errStopping
 	case <-ctx.Done():
+		if s.stopped.Err() != nil {
+			return errStopping
+		}
 		return ctx.Err()
 	}
 }
