@@ -752,7 +752,16 @@ func svcMisbehave(t *testing.T, tapY, sockX string) (stop func()) {
 		t.Fatalf("dd ended before it was stopped: %v\n%s", dd.ProcessState, ddErr.String())
 	default:
 	}
-	if st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", dd.Process.Pid)); !strings.Contains(string(st), ") T ") {
+	// A dd inside a write (state D) stops once the write returns: on a
+	// loaded host that can take longer than the sleep above.
+	var st []byte
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		st, _ = os.ReadFile(fmt.Sprintf("/proc/%d/stat", dd.Process.Pid))
+		if strings.Contains(string(st), ") T ") || time.Now().After(deadline) {
+			break
+		}
+	}
+	if !strings.Contains(string(st), ") T ") {
 		t.Fatalf("dd is not stopped: %s", st)
 	}
 	select {
