@@ -843,31 +843,47 @@ func TestServiceIsolation(t *testing.T) {
 	}
 	// Each round measures both, in alternating order (ABBA), and is judged
 	// by its own ratio: the machine's load drifts over seconds, and the
-	// ratio of two adjacent phases is what isolation decides.
+	// ratio of two adjacent phases is what isolation decides. Other
+	// packages' tests run beside this one in make test and can swing the
+	// rates a hundredfold within a round: an attempt whose medians fall
+	// short is measured again, up to three times. A client that really
+	// stalls the others fails every attempt.
 	const rounds = 6
-	for round := range rounds {
-		if round%2 == 0 {
-			measureBase()
-			measureBad(round)
-		} else {
-			measureBad(round)
-			measureBase()
+	var failures []string
+	for attempt := 1; attempt <= 3; attempt++ {
+		baseTap, baseNBD, badTap, badNBD = nil, nil, nil, nil
+		for round := range rounds {
+			if round%2 == 0 {
+				measureBase()
+				measureBad(round)
+			} else {
+				measureBad(round)
+				measureBase()
+			}
 		}
+		t.Logf("attempt %d: tap a, writes/s: without %.0f, with the misbehaving clients %.0f", attempt, baseTap, badTap)
+		t.Logf("attempt %d: nbd b, writes/s: without %.0f, with the misbehaving clients %.0f", attempt, baseNBD, badNBD)
+		failures = nil
+		for _, w := range []struct {
+			name      string
+			base, bad []float64
+		}{{"the tap a", baseTap, badTap}, {"the NBD export b", baseNBD, badNBD}} {
+			ratios := make([]float64, rounds)
+			for i := range ratios {
+				ratios[i] = w.bad[i] / max(w.base[i], 1)
+			}
+			if m := median(ratios); m < 0.8 {
+				failures = append(failures, fmt.Sprintf("%s kept a median %.2f of its write rate beside the misbehaving clients (ratios per round %.2f), less than 0.8",
+					w.name, m, ratios))
+			}
+		}
+		if len(failures) == 0 {
+			break
+		}
+		t.Logf("attempt %d: %s", attempt, strings.Join(failures, "; "))
 	}
-	t.Logf("tap a, writes/s: without %.0f, with the misbehaving clients %.0f", baseTap, badTap)
-	t.Logf("nbd b, writes/s: without %.0f, with the misbehaving clients %.0f", baseNBD, badNBD)
-	for _, w := range []struct {
-		name      string
-		base, bad []float64
-	}{{"the tap a", baseTap, badTap}, {"the NBD export b", baseNBD, badNBD}} {
-		ratios := make([]float64, rounds)
-		for i := range ratios {
-			ratios[i] = w.bad[i] / max(w.base[i], 1)
-		}
-		if m := median(ratios); m < 0.8 {
-			t.Errorf("%s kept a median %.2f of its write rate beside the misbehaving clients (ratios per round %.2f), less than 0.8",
-				w.name, m, ratios)
-		}
+	for _, f := range failures {
+		t.Error(f)
 	}
 	if svc.exited() {
 		t.Fatalf("the service exited: %v\n%s", svc.err, svc.stderr.String())
