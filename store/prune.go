@@ -80,9 +80,12 @@ func (r *Repo) Prune(ctx context.Context, tl uint32, opt PruneOptions) (PruneRes
 		for _, s := range spans {
 			lo, hi = min(lo, s.lo), max(hi, s.hi)
 		}
-		if err := r.db.Compact(ctx, be64([]byte{kindJournal}, lo+1), be64([]byte{kindJournal}, hi+1), false); err != nil {
+		// Bounded as gc's is (compactIndex): only space waits on it.
+		cctx, cancel := context.WithTimeout(ctx, compactIndexWait)
+		if err := r.db.Compact(cctx, be64([]byte{kindJournal}, lo+1), be64([]byte{kindJournal}, hi+1), false); err != nil {
 			r.logf("prune: compacting the journal's pruned range: %v", err)
 		}
+		cancel()
 	}
 	for h, gone := range hashes {
 		n, err := r.refCount(h)
