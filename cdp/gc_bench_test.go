@@ -29,12 +29,7 @@ func benchWriteDuringGC(b *testing.B, gc bool) {
 	pub := make(chan error, 1)
 	go func() { pub <- publishEvery(ctx, r, v, time.Second) }()
 	gcDone := make(chan time.Time, 1)
-	buf := make([]byte, 4096)
-	for i := range buf {
-		buf[i] = byte(rand.Uint32())
-	}
-	rng := rand.New(rand.NewPCG(1, 2))
-	b.SetBytes(int64(len(buf)))
+	b.SetBytes(4096)
 	b.ResetTimer()
 	start := time.Now()
 	if gc {
@@ -45,18 +40,7 @@ func benchWriteDuringGC(b *testing.B, gc bool) {
 			gcDone <- time.Now()
 		}()
 	}
-	for i := 0; i < b.N; i++ {
-		fresh(buf, i)
-		if _, err := v.WriteAt(buf, rng.Int64N(1<<18)<<12); err != nil {
-			b.Fatal(err)
-		}
-		if i%64 == 63 {
-			if err := v.Flush(); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
-	v.Flush()
+	write4KSync64(b, v)
 	end := time.Now()
 	b.StopTimer()
 	if gc {
