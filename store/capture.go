@@ -61,6 +61,11 @@ func (r *Repo) CaptureAt(tl uint32, at time.Time, writes []BlockWrite) (Point, e
 func (r *Repo) captureSteps(es []*entry, nudge bool) ([]Point, error) {
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
+	return r.captureLocked(es, nudge)
+}
+
+// captureLocked is captureSteps with the writer held.
+func (r *Repo) captureLocked(es []*entry, nudge bool) ([]Point, error) {
 	b := r.db.NewBatch()
 	defer b.Close()
 	seq := r.head.Load()
@@ -167,6 +172,7 @@ func (r *Repo) syncContent(b *pebble.Batch, synced uint64) error {
 		r.indexHash(b, h, loc.append(nil))
 	}
 	b.Set(metaSynced, be64(nil, synced), nil)
+	r.synced = synced
 	b.Set(metaLog, logPos(r.segs.wID, r.segs.wLen), nil)
 	return nil
 }
@@ -199,7 +205,17 @@ func (r *Repo) commitSynced(b *pebble.Batch, synced uint64) error {
 // syncedContent forgets the captured content just indexed. The map is made
 // anew, not cleared: a map keeps the size it once grew to (a whole disk
 // written between two syncs), and every Sync walks it.
-func (r *Repo) syncedContent() { r.unsynced = map[Hash]location{} }
+func (r *Repo) syncedContent() {
+	r.unsynced = map[Hash]location{}
+	if r.durable.Load() == r.synced {
+		return
+	}
+	r.durable.Store(r.synced)
+	r.durableMu.Lock()
+	close(r.durableCh) // wakes every DurableWait
+	r.durableCh = make(chan struct{})
+	r.durableMu.Unlock()
+}
 
 // lastTime is the newest time on timeline tl (zero if none), cached: of its
 // points and of its bookmarks. A new point must come after both, or a

@@ -162,18 +162,7 @@ func (s *Step) stored(h Hash) (location, bool, error) {
 	if loc, ok := s.pending[h]; ok {
 		return loc, true, nil
 	}
-	if loc, ok := s.r.unsynced[h]; ok {
-		return loc, true, nil
-	}
-	if !s.r.known.mayHold(h) {
-		return location{}, false, nil
-	}
-	v, ok, err := s.r.get(hashKey(h))
-	if err != nil || !ok {
-		return location{}, false, err
-	}
-	loc, err := decodeLocation(v)
-	return loc, err == nil, err
+	return s.r.holds(h)
 }
 
 // recoverLog makes the index agree with the log after the writer stopped,

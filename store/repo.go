@@ -85,6 +85,12 @@ type Repo struct {
 	lastTimes  map[uint32]time.Time
 	versions   map[uint32]uint64 // non-zero versions per disk, as committed
 	zeroHashes map[int]Hash      // ZeroHash per block size
+	synced     uint64            // the position syncContent made durable, once committed
+
+	durable   atomic.Uint64 // the newest position known durable (Durable)
+	durableMu sync.Mutex    // guards durableCh
+	durableCh chan struct{} // closed when durable moves
+	zeroCache sync.Map      // ZeroHash per block size, without the writer
 
 	// uncheckedReads skips the read check: set only by BenchmarkReadImage,
 	// to measure what the check costs (A/B in one run).
@@ -212,7 +218,7 @@ func openWriterLocked(dir string, opt Options, creating bool, lock *os.File) (_ 
 		return nil, indexOpenError(dir, err)
 	}
 	r := &Repo{dir: dir, db: db, opts: opt, lock: lock, cache: cache,
-		unsynced: map[Hash]location{}, lastTimes: map[uint32]time.Time{}, versions: map[uint32]uint64{},
+		unsynced: map[Hash]location{}, durableCh: make(chan struct{}), lastTimes: map[uint32]time.Time{}, versions: map[uint32]uint64{},
 		zeroHashes: map[int]Hash{}, known: newKnownHashes(), space: newSpaceGuard(dir, opt)}
 	cache.Ref()
 	defer func() {

@@ -57,6 +57,10 @@ type Disk struct {
 	Controller string `json:"controller,omitempty"`
 	// Profile is the VM of a lone disk, if recorded (a group's is the group's).
 	Profile *Profile `json:"profile,omitempty"`
+	// Replica, set, says only replication from that source writes the disk.
+	Replica *ReplicaOf `json:"replica,omitempty"`
+	// Handover, set, records the failover that made a replica writable.
+	Handover *Handover `json:"handover,omitempty"`
 }
 
 // Profile is the VM a disk or group belongs to, as recorded by the user or
@@ -83,6 +87,9 @@ type Group struct {
 	Disks   []string  `json:"disks"`
 	Created time.Time `json:"created"`
 	Profile *Profile  `json:"profile,omitempty"`
+	// Replica and Handover: as a Disk's, for the whole group.
+	Replica  *ReplicaOf `json:"replica,omitempty"`
+	Handover *Handover  `json:"handover,omitempty"`
 }
 
 // Blocks is the number of blocks of the disk.
