@@ -148,6 +148,13 @@ func (r *Repo) planPrune(tl uint32, opt PruneOptions, res *PruneResult) (map[uin
 	for _, s := range opt.Keep {
 		keep[s] = true
 	}
+	if after, ok := r.streamHold(tl); ok {
+		for _, p := range pts { // a stream has yet to send them as they are
+			if p.Seq > after {
+				keep[p.Seq] = true
+			}
+		}
+	}
 	for _, d := range disks {
 		if d.Base != nil && members[d.Base.ID] {
 			keep[d.Base.Seq] = true

@@ -73,6 +73,41 @@ type StreamStep struct {
 // Durable is the newest journal position known durable.
 func (r *Repo) Durable() uint64 { return r.durable.Load() }
 
+// Hold keeps Prune from thinning timeline tl after position after: a
+// stream (named who) has yet to send those points as they are. Hold with
+// after 0 keeps every point; Release ends the hold.
+func (r *Repo) Hold(tl uint32, who string, after uint64) {
+	r.holdMu.Lock()
+	defer r.holdMu.Unlock()
+	if r.streamHolds == nil {
+		r.streamHolds = map[uint32]map[string]uint64{}
+	}
+	if r.streamHolds[tl] == nil {
+		r.streamHolds[tl] = map[string]uint64{}
+	}
+	r.streamHolds[tl][who] = after
+}
+
+// Release ends who's hold on timeline tl.
+func (r *Repo) Release(tl uint32, who string) {
+	r.holdMu.Lock()
+	defer r.holdMu.Unlock()
+	delete(r.streamHolds[tl], who)
+}
+
+// streamHold is the lowest position held on tl, if any stream holds it.
+func (r *Repo) streamHold(tl uint32) (uint64, bool) {
+	r.holdMu.Lock()
+	defer r.holdMu.Unlock()
+	low, ok := uint64(0), false
+	for _, after := range r.streamHolds[tl] {
+		if !ok || after < low {
+			low, ok = after, true
+		}
+	}
+	return low, ok
+}
+
 // DurableWait returns once the durable position is past after, or when ctx ends.
 func (r *Repo) DurableWait(ctx context.Context, after uint64) error {
 	for {

@@ -87,6 +87,9 @@ type Repo struct {
 	zeroHashes map[int]Hash      // ZeroHash per block size
 	synced     uint64            // the position syncContent made durable, once committed
 
+	holdMu      sync.Mutex
+	streamHolds map[uint32]map[string]uint64 // per timeline, per stream: Hold
+
 	durable   atomic.Uint64 // the newest position known durable (Durable)
 	durableMu sync.Mutex    // guards durableCh
 	durableCh chan struct{} // closed when durable moves
