@@ -62,6 +62,10 @@ type Hooks struct {
 	Written func()
 	// Flushed is called after each Flush with how long it took.
 	Flushed func(time.Duration)
+	// Synced, if set, is called once a Flush made the journal durable;
+	// the Flush waits for it and fails with its error: a synchronous
+	// replica waits there until it has the journal durable too.
+	Synced func() error
 }
 
 // SetHooks installs h; call it before the device serves.
@@ -247,6 +251,11 @@ func (v *Device) Flush() error {
 	last := v.lastWrite.Load()
 	if err := v.r.Sync(); err != nil {
 		return err
+	}
+	if v.hooks.Synced != nil {
+		if err := v.hooks.Synced(); err != nil {
+			return err
+		}
 	}
 	v.Durable(last)
 	if v.hooks.Flushed != nil {

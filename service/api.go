@@ -80,6 +80,8 @@ var kinds = map[string]error{
 	"too_large":        ErrTooLarge,
 	"busy":             ErrBusy,
 	"bad_request":      ErrBadRequest,
+	"replica":          store.ErrReplica,
+	"not_replica":      store.ErrNotReplica,
 	"no_policy":        retention.ErrNoPolicy,
 	"bad_policy":       retention.ErrBadPolicy,
 }
@@ -257,6 +259,7 @@ func (s *Service) handler() http.Handler {
 		reply(rw, v, err)
 	})
 	s.retentionRoutes(mux)
+	s.replicationRoutes(mux)
 	s.instantRoutes(mux)
 	mux.HandleFunc("/", func(rw http.ResponseWriter, r *http.Request) {
 		reply(rw, nil, fmt.Errorf("%w: no %s %s in protocol version %d (see the service package's documentation)", ErrBadRequest, r.Method, r.URL.Path, APIVersion))
@@ -265,6 +268,32 @@ func (s *Service) handler() http.Handler {
 }
 
 // retentionRoutes are the routes of policies, prune and gc.
+func (s *Service) replicationRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/replications", func(rw http.ResponseWriter, r *http.Request) {
+		reply(rw, s.Replications(), nil)
+	})
+	mux.HandleFunc("POST /v1/replications", func(rw http.ResponseWriter, r *http.Request) {
+		var spec ReplicateSpec
+		if err := decode(r.Body, &spec); err != nil {
+			reply(rw, nil, err)
+			return
+		}
+		v, err := s.Replicate(r.Context(), spec)
+		reply(rw, v, err)
+	})
+	mux.HandleFunc("DELETE /v1/replications/{name}", func(rw http.ResponseWriter, r *http.Request) {
+		v, err := s.Unreplicate(r.Context(), r.PathValue("name"))
+		reply(rw, v, err)
+	})
+	mux.HandleFunc("GET /v1/replicas", func(rw http.ResponseWriter, r *http.Request) {
+		reply(rw, s.Replicas(), nil)
+	})
+	mux.HandleFunc("POST /v1/failover/{name}", func(rw http.ResponseWriter, r *http.Request) {
+		v, err := s.Failover(r.Context(), r.PathValue("name"))
+		reply(rw, v, err)
+	})
+}
+
 func (s *Service) retentionRoutes(mux *http.ServeMux) {
 	w := Local{R: s.r}
 	mux.HandleFunc("PUT /v1/policies/{name}", func(rw http.ResponseWriter, r *http.Request) {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hindsight-cdp/hindsight/cdp"
+	"github.com/hindsight-cdp/hindsight/cdp/replica"
 	"github.com/hindsight-cdp/hindsight/cdp/retention"
 	"github.com/hindsight-cdp/hindsight/store"
 	"github.com/hindsight-cdp/hindsight/vsphere"
@@ -229,4 +230,34 @@ func (c *Client) MigrateInstant(ctx context.Context, vm string, req MigrateReque
 func (c *Client) Instants(ctx context.Context) ([]InstantStatus, error) {
 	var st []InstantStatus
 	return st, c.do(ctx, http.MethodGet, "/v1/instants", nil, &st)
+}
+
+// Replicate starts a replication in the service and records it.
+func (c *Client) Replicate(ctx context.Context, spec ReplicateSpec) (ReplicationStatus, error) {
+	var st ReplicationStatus
+	return st, c.do(ctx, http.MethodPost, "/v1/replications", spec, &st)
+}
+
+// Unreplicate stops a replication and forgets it.
+func (c *Client) Unreplicate(ctx context.Context, name string) (ReplicationStatus, error) {
+	var st ReplicationStatus
+	return st, c.do(ctx, http.MethodDelete, "/v1/replications/"+url.PathEscape(name), nil, &st)
+}
+
+// Replications lists the service's replications.
+func (c *Client) Replications(ctx context.Context) ([]ReplicationStatus, error) {
+	var st []ReplicationStatus
+	return st, c.do(ctx, http.MethodGet, "/v1/replications", nil, &st)
+}
+
+// Replicas lists the replicas the service takes streams into.
+func (c *Client) Replicas(ctx context.Context) ([]replica.ReplicaStatus, error) {
+	var st []replica.ReplicaStatus
+	return st, c.do(ctx, http.MethodGet, "/v1/replicas", nil, &st)
+}
+
+// Failover makes the replica name writable.
+func (c *Client) Failover(ctx context.Context, name string) (store.Handover, error) {
+	var h store.Handover
+	return h, c.do(ctx, http.MethodPost, "/v1/failover/"+url.PathEscape(name), nil, &h)
 }

@@ -40,6 +40,9 @@ type Writer interface {
 	// (may be nil; not across the socket) is told the bytes of segments
 	// processed and their total.
 	Collect(ctx context.Context, req GCRequest, progress func(done, total int64)) (store.GCResult, error)
+	// Failover makes the replica name (a disk or group) writable at its
+	// newest point and records the handover.
+	Failover(ctx context.Context, name string) (store.Handover, error)
 }
 
 // Head is a target's newest durable point and what the target is.
@@ -115,6 +118,9 @@ func (l Local) Head(ctx context.Context, target string) (Head, error) {
 
 // Mark records the bookmark.
 func (l Local) Mark(ctx context.Context, target string, bm store.Bookmark) (store.Bookmark, error) {
+	if err := l.writable(target); err != nil {
+		return store.Bookmark{}, err
+	}
 	d, err := cdp.Owner(l.R, target)
 	if err != nil {
 		return store.Bookmark{}, err
@@ -167,6 +173,9 @@ func (l Local) Import(ctx context.Context, req ImportRequest, progress func(int6
 	if err != nil {
 		return cdp.ImportResult{}, err
 	}
+	if err := writable(d); err != nil {
+		return cdp.ImportResult{}, err
+	}
 	f, err := os.Open(req.Path)
 	if err != nil {
 		return cdp.ImportResult{}, fmt.Errorf("%w: %w", ErrBadSpec, err)
@@ -177,4 +186,14 @@ func (l Local) Import(ctx context.Context, req ImportRequest, progress func(int6
 		return cdp.ImportResult{}, err
 	}
 	return cdp.Import(ctx, l.R, d, f, size, req.At, progress)
+}
+
+// writable refuses target (a disk or group) when it is a replica: a
+// bookmark or import of its own would come between the source's steps.
+func (l Local) writable(target string) error {
+	_, disks, err := l.R.Members(target)
+	if err != nil || len(disks) == 0 {
+		return err
+	}
+	return writable(disks[0])
 }

@@ -57,6 +57,9 @@ func (s *Service) startFrontEnd(ctx context.Context, spec ProtectSpec) (*protect
 		disks = append(disks, ds...)
 	}
 	for _, d := range disks {
+		if err := writable(d); err != nil {
+			return nil, err
+		}
 		if by := s.protectedBy(d.Name); by != "" {
 			return nil, fmt.Errorf("%w: disk %s is protected by %s already; one front end writes a disk", ErrExists, d.Name, by)
 		}

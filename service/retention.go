@@ -104,6 +104,7 @@ func (s *Service) prune(ctx context.Context, req PruneRequest) ([]retention.Repo
 		return nil, err
 	}
 	defer func() { <-s.retSlot }()
+	s.refreshHolds()
 	reps, err := Local{R: s.r}.Prune(ctx, req)
 	s.metrics.pruned(reps)
 	return reps, err
@@ -185,6 +186,7 @@ func (s *Service) retentionRun(ctx context.Context) {
 	}
 	defer func() { <-s.retSlot }()
 	ok := true
+	s.refreshHolds()
 	reps, err := retention.RunAll(ctx, s.r, start, false)
 	s.metrics.pruned(reps)
 	if err != nil {

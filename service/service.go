@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hindsight-cdp/hindsight/cdp"
+	"github.com/hindsight-cdp/hindsight/cdp/replica"
 	"github.com/hindsight-cdp/hindsight/store"
 )
 
@@ -63,6 +64,10 @@ type Service struct {
 	mu    sync.Mutex
 	prots map[string]*protection // by name; nil while being started
 	inst  map[string]*instant
+	reps  map[string]*replication // streams to other sites, by name
+	// replicaSrv takes streams from other sites, if the service listens.
+	replicaSrv *replica.Server
+	repWG      sync.WaitGroup // the running senders
 
 	// retSlot holds one retention job (prune or gc, asked or scheduled)
 	// at a time; Run takes it for good once it stops.
@@ -83,7 +88,7 @@ func New(r *store.Repo, opt Options) (*Service, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	s := &Service{r: r, opt: opt, log: log, started: time.Now(), dirty: make(chan struct{}, 1),
-		prots: map[string]*protection{}, inst: map[string]*instant{}, statusPrev: map[string]statusSample{},
+		prots: map[string]*protection{}, inst: map[string]*instant{}, reps: map[string]*replication{}, statusPrev: map[string]statusSample{},
 		retSlot: make(chan struct{}, 1)}
 	s.stopped, s.stop = context.WithCancel(context.Background())
 	if opt.Record {
@@ -111,6 +116,7 @@ func (s *Service) Restore(ctx context.Context) {
 		}
 	}
 	s.instantsBack(ctx)
+	s.replicationsBack()
 }
 
 // Run syncs and publishes the journal while there are writes, and applies
@@ -127,6 +133,7 @@ func (s *Service) Run(ctx context.Context) error {
 	// none starts after: the repository closes once Run returns.
 	s.stop()
 	wg.Wait()
+	s.endReplications()
 	s.retSlot <- struct{}{}
 	return errors.Join(err, s.shutdown())
 }
@@ -320,7 +327,7 @@ func (s *Service) protectedBy(disk string) string {
 func (s *Service) newDevice(d store.Disk, frontEnd string) *cdp.Device {
 	dev := cdp.NewDevice(s.r, d, frontEnd)
 	m := s.metrics.flushObserver(d.Name)
-	dev.SetHooks(cdp.Hooks{Written: s.wake, Flushed: m})
+	dev.SetHooks(cdp.Hooks{Written: s.wake, Flushed: m, Synced: func() error { return s.replicated(d) }})
 	return dev
 }
 

@@ -17,6 +17,8 @@ import (
 type desired struct {
 	Version     int           `json:"version"`
 	Protections []ProtectSpec `json:"protections"`
+	// Replications are the streams to other sites (replication.go).
+	Replications []ReplicateSpec `json:"replications,omitempty"`
 }
 
 const desiredVersion = 1
@@ -66,25 +68,45 @@ func (f *stateFile) put(spec ProtectSpec) error { return f.replace(spec.Name, &s
 // drop forgets the protection name.
 func (f *stateFile) drop(name string) error { return f.replace(name, nil) }
 
-// replace records the protections without name, plus spec if not nil,
-// and keeps them in memory once they are on disk.
+// replace records the protections without name, plus spec if not nil.
 func (f *stateFile) replace(name string, spec *ProtectSpec) error {
+	return f.update(func(d *desired) {
+		var ps []ProtectSpec
+		for _, p := range d.Protections {
+			if p.Name != name {
+				ps = append(ps, p)
+			}
+		}
+		if spec != nil {
+			ps = append(ps, *spec)
+			sort.Slice(ps, func(i, j int) bool { return ps[i].Name < ps[j].Name })
+		}
+		d.Protections = ps
+	})
+}
+
+// replications returns the recorded replications.
+func (f *stateFile) replications() []ReplicateSpec {
+	if f == nil {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]ReplicateSpec(nil), f.d.Replications...)
+}
+
+// update records what change makes of the record, and keeps it in memory
+// once it is on disk.
+func (f *stateFile) update(change func(*desired)) error {
 	if f == nil {
 		return nil
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	next := f.d
-	next.Protections = nil
-	for _, p := range f.d.Protections {
-		if p.Name != name {
-			next.Protections = append(next.Protections, p)
-		}
-	}
-	if spec != nil {
-		next.Protections = append(next.Protections, *spec)
-		sort.Slice(next.Protections, func(i, j int) bool { return next.Protections[i].Name < next.Protections[j].Name })
-	}
+	next.Protections = append([]ProtectSpec(nil), f.d.Protections...)
+	next.Replications = append([]ReplicateSpec(nil), f.d.Replications...)
+	change(&next)
 	if err := f.write(next); err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/hindsight-cdp/hindsight/cdp/replica"
 	"github.com/hindsight-cdp/hindsight/service"
 	"github.com/hindsight-cdp/hindsight/store"
 	"github.com/urfave/cli/v2"
@@ -31,6 +32,12 @@ detaches the dead taps a killed service left behind.
   hindsight --repo /srv/hs protect web --mount /run/hs/web
   hindsight --repo /srv/hs protections
 
+With --replication-listen it takes replication streams from other sites ('hindsight
+replicate' there) into replicas here: TLS 1.3 with --tls-cert/--tls-key, each source
+known by a token in --tokens, each token allowed the names listed after it.
+
+  hindsight --repo /srv/dr serve --replication-listen 0.0.0.0:7443 --tls-cert dr.pem --tls-key dr.key --tokens /etc/hindsight/tokens
+
 Every --prune-every (1h) it applies every retention policy ('hindsight policy') and
 then runs gc, logging what each removed and freed (and counting it in the metrics); a
 run that fails is logged and the service goes on.
@@ -45,6 +52,11 @@ scripts/hindsight@.service runs it under systemd for /srv/hindsight/NAME.`,
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
 			&cli.DurationFlag{Name: "prune-every", Value: time.Hour, Usage: "apply every retention policy, then gc, this often (0: never)"},
 			minFreeFlag(),
+			&cli.StringFlag{Name: "replication-listen", Usage: "take replication streams from other sites at `ADDR` (e.g. 0.0.0.0:7443)"},
+			&cli.StringFlag{Name: "tls-cert", Usage: "PEM `FILE` of the replication listener's certificate (with its chain)"},
+			&cli.StringFlag{Name: "tls-key", Usage: "PEM `FILE` of the certificate's private key"},
+			&cli.StringFlag{Name: "tokens", Usage: "`FILE` of the sources' tokens (owner-only): lines 'SOURCE TOKEN NAME[,NAME...]'"},
+			&cli.BoolFlag{Name: "insecure", Usage: "a replication listener without TLS: only on a loopback address"},
 		},
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 0, "no arguments"); err != nil {
@@ -75,6 +87,17 @@ scripts/hindsight@.service runs it under systemd for /srv/hindsight/NAME.`,
 					log.Info("metrics", "url", fmt.Sprintf("http://%s/metrics", a))
 					g.Go(wait)
 				}
+				if addr := c.String("replication-listen"); addr != "" {
+					l, err := replicaListen(c, addr)
+					if err != nil {
+						return err
+					}
+					_, wait, err := svc.ServeReplicas(ctx, l)
+					if err != nil {
+						return usageErr(err)
+					}
+					g.Go(wait)
+				}
 				g.Go(func() error { return svc.ServeControl(ctx) })
 				g.Go(func() error { return svc.Run(ctx) })
 				log.Info("service ready", "repo", r.Dir(), "socket", service.SocketPath(r.Dir()), "pid", os.Getpid())
@@ -85,6 +108,30 @@ scripts/hindsight@.service runs it under systemd for /srv/hindsight/NAME.`,
 			})
 		},
 	}
+}
+
+// replicaListen reads the replication listener's certificate and tokens.
+func replicaListen(c *cli.Context, addr string) (service.ReplicaListen, error) {
+	l := service.ReplicaListen{Addr: addr}
+	if c.String("tokens") == "" {
+		return l, usagef("--replication-listen needs --tokens: the file of the sources allowed to send, and what each may write")
+	}
+	toks, err := replica.LoadTokens(c.String("tokens"))
+	if err != nil {
+		return l, usageErr(err)
+	}
+	l.Tokens = toks
+	switch cert, key := c.String("tls-cert"), c.String("tls-key"); {
+	case cert != "" && key != "":
+		if l.TLS, err = replica.ServerTLS(cert, key); err != nil {
+			return l, usageErr(err)
+		}
+	case cert != "" || key != "":
+		return l, usagef("--tls-cert and --tls-key go together")
+	case !c.Bool("insecure"):
+		return l, usagef("--replication-listen needs --tls-cert and --tls-key (or --insecure, on a loopback address only)")
+	}
+	return l, nil
 }
 
 // newLogger logs to stderr as text or JSON.

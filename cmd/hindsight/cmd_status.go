@@ -49,12 +49,19 @@ func repoSpace(c *cli.Context, r *store.Repo) *space {
 func cmdStatus() *cli.Command {
 	return &cli.Command{
 		Name:      "status",
-		Usage:     "show how DISK is protected: journal size, reduction, capture rate and lag",
-		ArgsUsage: "DISK",
+		Usage:     "show how DISK is protected: journal size, reduction, capture rate and lag (no DISK: the repository)",
+		ArgsUsage: "[DISK]",
 		Description: `While 'hindsight protect' runs, it reports writes per second, bytes journaled, the
 last write and the lag (how far the newest write is ahead of what other processes
-see) every sync interval. Stored bytes are the whole repository's content.`,
+see) every sync interval. Stored bytes are the whole repository's content.
+
+Without DISK it shows the repository: each disk's newest point, and each replica
+(kept here from another site's stream): its source, the last position received and
+its time, and whether its stream is connected now.`,
 		Action: func(c *cli.Context) error {
+			if c.NArg() == 0 {
+				return repoStatus(c)
+			}
 			return withDisk(c, 1, "a DISK", true, func(r *store.Repo, d store.Disk) error {
 				st := status{Disk: d}
 				var err error

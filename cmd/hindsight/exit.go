@@ -88,11 +88,12 @@ func sentinelCode(err error) int {
 		return exitNotFound
 	case errors.Is(err, store.ErrLocked), errors.Is(err, store.ErrDiskExists),
 		errors.Is(err, store.ErrBookmarkExists), errors.Is(err, store.ErrInUse),
-		errors.Is(err, service.ErrExists), errors.Is(err, service.ErrForeignMount), errors.Is(err, service.ErrBusy):
+		errors.Is(err, service.ErrExists), errors.Is(err, service.ErrForeignMount), errors.Is(err, service.ErrBusy),
+		errors.Is(err, store.ErrReplica):
 		return exitBusy
 	case errors.Is(err, store.ErrBadName), errors.Is(err, store.ErrBadGeometry), errors.Is(err, store.ErrNotEmpty), errors.Is(err, timespec.ErrBadTime),
 		errors.Is(err, service.ErrBadSpec), errors.Is(err, service.ErrBadRequest), errors.Is(err, service.ErrTooLarge),
-		errors.Is(err, retention.ErrBadPolicy):
+		errors.Is(err, retention.ErrBadPolicy), errors.Is(err, store.ErrNotReplica):
 		return exitUsage
 	}
 	return exitFailure

@@ -53,7 +53,8 @@ Instants (--at, and directory names in the mount) are accepted as
 
 Exit codes: 0 success, 1 failure (also a damaged repository), 2 bad usage or
 input, 3 not found (repository, disk, group, bookmark, point, retention policy, or
-an instant before the first point or in the future), 4 busy (another writer, or the name exists),
+an instant before the first point or in the future), 4 busy (another writer, the name
+exists, or a replica only its stream writes),
 130 interrupted.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "repo", Aliases: []string{"r"}, EnvVars: []string{"HINDSIGHT_REPO"}, Usage: "repository `DIR`"},
@@ -62,6 +63,7 @@ an instant before the first point or in the future), 4 busy (another writer, or 
 		},
 		Commands: []*cli.Command{
 			cmdInit(), cmdDisk(), cmdGroup(), cmdImport(), cmdBookmark(), cmdBookmarks(), cmdPoints(), cmdMount(), cmdExport(), cmdServe(), cmdProtect(), cmdUnprotect(), cmdProtections(), cmdClone(), cmdCloneEnd(), cmdServeNBD(), cmdStatus(), cmdVerify(), cmdDu(), cmdBrowse(), cmdRestore(), cmdHistory(), cmdDiff(), cmdPolicy(), cmdPrune(), cmdGC(), cmdVSphere(),
+			cmdReplicate(), cmdUnreplicate(), cmdReplications(), cmdFailover(),
 		},
 		ExitErrHandler:  func(*cli.Context, error) {}, // main prints and exits
 		HideHelpCommand: true,
