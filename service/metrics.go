@@ -50,6 +50,13 @@ var (
 	descFree     = prometheus.NewDesc("hindsight_repository_free_bytes", "Bytes available on the repository's filesystem (as df shows).", nil, nil)
 	descSize     = prometheus.NewDesc("hindsight_repository_filesystem_bytes", "Size of the repository's filesystem.", nil, nil)
 	descMinFree  = prometheus.NewDesc("hindsight_repository_min_free_bytes", "Free space kept in reserve: below it new writes are refused with ENOSPC (serve --min-free).", nil, nil)
+	descRepAcked = prometheus.NewDesc("hindsight_replication_acknowledged_timestamp_seconds", "Time of the newest point the replication's target has durable.", []string{"name", "target"}, nil)
+	descRepLag   = prometheus.NewDesc("hindsight_replication_lag_seconds", "How far the replication's acknowledged position is behind what is durable here (the RPO now).", []string{"name", "target"}, nil)
+	descRepLagB  = prometheus.NewDesc("hindsight_replication_lag_bytes", "Logical bytes of the steps sent and not yet acknowledged.", []string{"name", "target"}, nil)
+	descRepWire  = prometheus.NewDesc("hindsight_replication_wire_bytes_total", "Bytes sent and received on the replication's connections.", []string{"name", "target"}, nil)
+	descRepSent  = prometheus.NewDesc("hindsight_replication_content_bytes_total", "Block content bytes sent (compressed) because the target lacked them.", []string{"name", "target"}, nil)
+	descRepUp    = prometheus.NewDesc("hindsight_replication_connected", "1 while the replication streams or is caught up, 0 while it connects or retries.", []string{"name", "target"}, nil)
+	descRepRecv  = prometheus.NewDesc("hindsight_replica_position_timestamp_seconds", "Time of the newest point a replica here received.", []string{"name", "source"}, nil)
 	descRefused  = prometheus.NewDesc("hindsight_repository_refused_writes_total", "Writes refused with ENOSPC because the repository's filesystem was down to its reserve.", nil, nil)
 )
 
@@ -123,7 +130,7 @@ func (m *metrics) flushObserver(disk string) func(time.Duration) {
 
 // Describe sends the fixed descriptions.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descWrites, descBytes, descBlocks, descFlushes, descLag, descDurable, descLogical, descContent, descProts, descStart, descHead, descScrapeOK, descFree, descSize, descMinFree, descRefused} {
+	for _, d := range []*prometheus.Desc{descWrites, descBytes, descBlocks, descFlushes, descLag, descDurable, descLogical, descContent, descProts, descStart, descHead, descScrapeOK, descFree, descSize, descMinFree, descRefused, descRepAcked, descRepLag, descRepLagB, descRepWire, descRepSent, descRepUp, descRepRecv} {
 		ch <- d
 	}
 }
@@ -172,7 +179,32 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descMinFree, prometheus.GaugeValue, float64(m.s.r.MinFree()))
 	refused, _ := m.s.r.Refused()
 	ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(refused))
+	m.collectReplication(ch)
 	ch <- prometheus.MustNewConstMetric(descScrapeOK, prometheus.GaugeValue, up)
+}
+
+// collectReplication reads the streams to and from other sites.
+func (m *metrics) collectReplication(ch chan<- prometheus.Metric) {
+	for _, st := range m.s.Replications() {
+		l := []string{st.Spec.Name, st.Spec.To}
+		if !st.AckedTime.IsZero() {
+			ch <- prometheus.MustNewConstMetric(descRepAcked, prometheus.GaugeValue, float64(st.AckedTime.UnixNano())/1e9, l...)
+		}
+		ch <- prometheus.MustNewConstMetric(descRepLag, prometheus.GaugeValue, st.LagSeconds, l...)
+		ch <- prometheus.MustNewConstMetric(descRepLagB, prometheus.GaugeValue, float64(st.LagBytes), l...)
+		ch <- prometheus.MustNewConstMetric(descRepWire, prometheus.CounterValue, float64(st.WireBytes), l...)
+		ch <- prometheus.MustNewConstMetric(descRepSent, prometheus.CounterValue, float64(st.ContentBytes), l...)
+		conn := 0.0
+		if st.State == "streaming" || st.State == "caught-up" {
+			conn = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descRepUp, prometheus.GaugeValue, conn, l...)
+	}
+	for _, rs := range m.s.Replicas() {
+		if !rs.Position.IsZero() {
+			ch <- prometheus.MustNewConstMetric(descRepRecv, prometheus.GaugeValue, float64(rs.Position.UnixNano())/1e9, rs.Name, rs.Source)
+		}
+	}
 }
 
 // ServeMetrics serves /metrics in Prometheus text format on addr until ctx
