@@ -628,10 +628,9 @@ func (r *Repo) AcceptFailback(ctx context.Context, name, source string, diverged
 		return fmt.Errorf("%w: %q was written here at %s, after the other site took over at %s: stop writing it here first, or check both clocks", ErrTimeOrder, name, last.Format(time.RFC3339Nano), at.Format(time.RFC3339Nano))
 	}
 	head := r.Head()
-	if head > base.Seq {
-		if _, err := r.Mark(disks[0], Bookmark{Name: "failback-" + stamp(at), Time: last, Kind: KindUser}); err != nil && !errors.Is(err, ErrBookmarkExists) {
-			return err
-		}
+	// The handover, and what this site wrote after the divergence, stay named.
+	if _, err := r.Mark(disks[0], Bookmark{Name: "failback-" + stamp(at), Time: last, Kind: KindUser}); err != nil && !errors.Is(err, ErrBookmarkExists) {
+		return err
 	}
 	st, err := r.Begin(tl, at)
 	if err != nil {
