@@ -90,7 +90,8 @@ var kinds = map[string]error{
 // specific classes.
 var kindOrder = []string{"corrupt", "no_space", "too_large", "busy", "bad_request", "bad_time", "future", "size_mismatch", "time_order",
 	"unknown_disk", "unknown_group", "unknown_bookmark", "no_point", "bookmark_exists", "disk_exists", "in_use", "not_empty",
-	"bad_name", "bad_geometry", "exists", "not_found", "foreign_mount", "bad_spec", "no_policy", "bad_policy"}
+	"bad_name", "bad_geometry", "exists", "not_found", "foreign_mount", "bad_spec", "no_policy", "bad_policy",
+	"replica", "not_replica"}
 
 func kindOf(err error) string {
 	for _, k := range kindOrder {
@@ -110,11 +111,11 @@ func statusOf(kind string) int {
 		return http.StatusInsufficientStorage
 	case "busy":
 		return http.StatusServiceUnavailable
-	case "bad_request", "bad_spec", "bad_time", "bad_name", "bad_geometry", "size_mismatch", "time_order", "bad_policy":
+	case "bad_request", "bad_spec", "bad_time", "bad_name", "bad_geometry", "size_mismatch", "time_order", "bad_policy", "not_replica":
 		return http.StatusBadRequest
 	case "unknown_disk", "unknown_group", "unknown_bookmark", "no_point", "not_found", "future", "no_policy":
 		return http.StatusNotFound
-	case "bookmark_exists", "disk_exists", "in_use", "exists", "foreign_mount", "not_empty":
+	case "bookmark_exists", "disk_exists", "in_use", "exists", "foreign_mount", "not_empty", "replica":
 		return http.StatusConflict
 	}
 	return http.StatusInternalServerError

@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -315,11 +314,7 @@ func (s *Service) Failover(ctx context.Context, name string) (store.Handover, er
 
 // Failover makes the replica name writable at its newest point.
 func (l Local) Failover(ctx context.Context, name string) (store.Handover, error) {
-	h, err := l.R.Failover(name)
-	if errors.Is(err, store.ErrNotReplica) {
-		return h, fmt.Errorf("%w: %v", ErrBadSpec, err)
-	}
-	return h, err
+	return l.R.Failover(name)
 }
 
 // writable refuses a replica: only its replication writes it.
