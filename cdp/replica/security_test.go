@@ -1,0 +1,305 @@
+package replica
+
+import (
+	"crypto/tls"
+	"encoding/binary"
+	"encoding/json"
+	"io"
+	mrand "math/rand/v2"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hindsight-cdp/hindsight/store"
+	"github.com/hindsight-cdp/hindsight/store/storetest"
+)
+
+const otherToken = "fedcba9876543210fedcba9876543210"
+
+// dialRaw opens a TLS connection to a server as a hand-made client.
+func dialRaw(t *testing.T, addr string, ca []byte) net.Conn {
+	t.Helper()
+	conf, err := clientTLS(Target{Addr: addr, CA: ca})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := tls.Dial("tcp", addr, conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// refusalOf reads the REFUSE a server answers with.
+func refusalOf(t *testing.T, c net.Conn) string {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	ft, p, err := readFrame(c, maxHelloFrame)
+	if err != nil {
+		t.Fatalf("want REFUSE, read: %v", err)
+	}
+	if ft != frameRefuse {
+		t.Fatalf("want REFUSE, got %v", ft)
+	}
+	var r refusal
+	if err := json.Unmarshal(p, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r.Reason
+}
+
+func send(t *testing.T, c net.Conn, f []byte) {
+	t.Helper()
+	if _, err := c.Write(f); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func helloFrame(t *testing.T, token, name string, d store.Disk) []byte {
+	f, err := jsonFrame(frameHello, Hello{Version: Version, Token: token, Name: name,
+		Disks: []store.DiskSpec{{Name: d.Name, Size: d.Size, BlockSize: d.BlockSize}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// waitLog waits until the log holds want.
+func waitLog(t *testing.T, lb *logBuf, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(lb.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the log never said %q", want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// failsWith starts a sender that must fail with want, then stops it.
+func failsWith(t *testing.T, r *store.Repo, name string, tg Target, want string) {
+	t.Helper()
+	s, stop := startSender(t, r, name, tg, SendOptions{}, func(s *Sender) { s.minBackoff, s.maxBackoff = time.Second, time.Second })
+	defer stop()
+	deadline := time.Now().Add(10 * time.Second)
+	for st := s.Status(); !strings.Contains(st.LastError, want); st = s.Status() {
+		if time.Now().After(deadline) {
+			t.Fatalf("sender's last error %q, want %q", st.LastError, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestServerRefusals makes every kind of bad client the server must turn
+// away, beside a legitimate stream: each is refused with a logged reason,
+// writes nothing, and the legitimate stream never notices.
+func TestServerRefusals(t *testing.T) {
+	rng := mrand.New(mrand.NewPCG(7, 8))
+	tokens := tokensFile(t, "primary "+testToken+" web", "other "+otherToken+" db")
+	dr := newSite(t, "dr", tokens, func(o *ServerOptions) { o.HelloTimeout = time.Second })
+	src, _ := storetest.Repo(t)
+	web, err := src.CreateDisk("web", 1<<20, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := src.CreateDisk("db", 1<<20, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := Target{Addr: dr.addr, CA: dr.ca.pem, Token: testToken}
+	legit, _ := startSender(t, src, "web", good, SendOptions{}, nil)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // the legitimate source keeps writing throughout
+		defer wg.Done()
+		wr := mrand.New(mrand.NewPCG(9, 10))
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(30 * time.Millisecond):
+				writeRandom(t, src, []store.Disk{web}, 5, wr)
+			}
+		}
+	}()
+	pause := func() { time.Sleep(150 * time.Millisecond) } // below the refusal log's rate bound
+
+	wrong := good
+	wrong.Token = "not-the-token-0000000000"
+	failsWith(t, src, "web", wrong, "unknown token")
+	pause()
+	other := good
+	other.Token = otherToken
+	failsWith(t, src, "web", other, `the token of source "other" does not allow "web"`)
+	pause()
+	foreign := good
+	foreign.CA = newCA(t).pem
+	failsWith(t, src, "web", foreign, "certificate signed by unknown authority")
+	waitLog(t, dr.log, "TLS handshake failed")
+	pause()
+
+	// A server beside it whose certificate has expired.
+	lg, expiredLog := testLog(t, "expired server")
+	srv2, err := NewServer(dr.r, ServerOptions{TLS: dr.ca.serverTLS(t, time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour)), Tokens: tokens, Log: lg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired := good
+	expired.Addr = serve(t, srv2)
+	failsWith(t, src, "web", expired, "certificate has expired")
+	waitLog(t, expiredLog, "TLS handshake failed")
+
+	raw := func() net.Conn { pause(); return dialRaw(t, dr.addr, dr.ca.pem) }
+	c := raw()
+	send(t, c, helloFrame(t, "", "web", web))
+	if r := refusalOf(t, c); r != "no token" {
+		t.Errorf("HELLO without a token refused with %q", r)
+	}
+	c = raw()
+	send(t, c, []byte{77, 0, 0, 0, 0})
+	if r := refusalOf(t, c); !strings.Contains(r, "malformed frame: unknown frame type 77") {
+		t.Errorf("an unknown frame type refused with %q", r)
+	}
+	c = raw()
+	send(t, c, append([]byte{byte(frameHello), 0, 0, 0, 1}, '{'))
+	if r := refusalOf(t, c); !strings.Contains(r, "malformed frame: HELLO") {
+		t.Errorf("a HELLO of bad JSON refused with %q", r)
+	}
+	c = raw()
+	send(t, c, []byte{byte(frameHello), 0xff, 0xff, 0xff, 0xff})
+	if r := refusalOf(t, c); !strings.Contains(r, "frame too large") {
+		t.Errorf("a frame of 4 GiB refused with %q", r)
+	}
+	// An authenticated source that sends garbage: refused, nothing journaled.
+	c = raw()
+	send(t, c, helloFrame(t, otherToken, "db", db))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if ft, _, err := readFrame(c, maxHelloFrame); err != nil || ft != frameWelcome {
+		t.Fatalf("HELLO for db: %v %v", ft, err)
+	}
+	bad, err := appendSteps(nil, &stepsMsg{ID: 1, Steps: []wireStep{{Seq: 1, Time: time.Now(), Blocks: []wireBlock{{Kind: kindRaw, Hash: store.Hash{1}, Content: make([]byte, 4096)}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	send(t, c, bad)
+	if r := refusalOf(t, c); !strings.Contains(r, "content does not match its hash") {
+		t.Errorf("content under a wrong hash refused with %q", r)
+	}
+	c = raw()
+	send(t, c, helloFrame(t, otherToken, "db", db))
+	readFrame(c, maxHelloFrame)
+	bad[frameHeader+8+1+4+8+8+1+4+2+8] = 9 // the block's kind
+	send(t, c, bad)
+	if r := refusalOf(t, c); !strings.Contains(r, "block kind 9") {
+		t.Errorf("a block of kind 9 refused with %q", r)
+	}
+	c = raw()
+	send(t, c, helloFrame(t, otherToken, "db", db))
+	readFrame(c, maxHelloFrame)
+	big := make([]byte, frameHeader)
+	big[0] = byte(frameSteps)
+	binary.BigEndian.PutUint32(big[1:], MaxFrame+1)
+	send(t, c, big)
+	if r := refusalOf(t, c); !strings.Contains(r, "frame too large") {
+		t.Errorf("a frame over MaxFrame refused with %q", r)
+	}
+
+	// Slowloris: a connection that says nothing, one that sends one byte,
+	// one that completes TLS and then says nothing: closed after HelloTimeout.
+	for i, prefix := range [][]byte{nil, {0x16}} {
+		pause()
+		c, err := net.Dial("tcp", dr.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		send(t, c, prefix)
+		start := time.Now()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadAll(c); err != nil || time.Since(start) > 5*time.Second {
+			t.Errorf("slow client %d: closed after %v (%v)", i, time.Since(start), err)
+		}
+	}
+	waitLog(t, dr.log, "no TLS handshake within 1s")
+	c = raw()
+	if r := refusalOf(t, c); r != "no HELLO within 1s" {
+		t.Errorf("a client silent after TLS refused with %q", r)
+	}
+
+	for _, want := range []string{"unknown token", `does not allow \"web\"`, "TLS handshake failed", "no token",
+		"unknown frame type 77", "malformed frame: HELLO", "frame too large", "content does not match its hash",
+		"block kind 9", "no TLS handshake within 1s", "no HELLO within 1s"} {
+		waitLog(t, dr.log, want)
+	}
+	close(stop)
+	wg.Wait()
+	waitAcked(t, src, legit, 30*time.Second)
+	sameHistory(t, src, dr.r, "web", 5, rng)
+	if st := legit.Status(); st.Reconnects != 0 || st.LastError != "" {
+		t.Errorf("the legitimate stream was disturbed: %+v", st)
+	}
+	disks, err := dr.r.Disks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(disks) != 2 || disks[0].Name != "db" || disks[1].Name != "web" {
+		t.Errorf("target disks %+v, want the replicas db (empty) and web", disks)
+	}
+	if _, err := dr.r.LastPoint(disks[0].Timeline); err == nil {
+		t.Errorf("the refused source's garbage was journaled on db")
+	}
+}
+
+// TestRefusalLogBounded floods the refusal log: at most refusalLines a
+// second are written, and the next line counts those left out.
+func TestRefusalLogBounded(t *testing.T) {
+	lg, lb := testLog(t, "refusals")
+	l := &refusalLog{log: lg}
+	for range 500 {
+		l.refuse("192.0.2.1:1", "unknown token")
+	}
+	if n := strings.Count(lb.String(), "\n"); n != refusalLines {
+		t.Fatalf("%d lines for 500 refusals in a second, want %d", n, refusalLines)
+	}
+	time.Sleep(time.Second)
+	l.refuse("192.0.2.1:1", "unknown token")
+	if !strings.Contains(lb.String(), "suppressed=490") {
+		t.Fatalf("the line after the flood does not count the 490 left out:\n%s", lb.String())
+	}
+}
+
+// TestInsecureLoopbackOnly: plain TCP streams only on loopback, on both sides.
+func TestInsecureLoopbackOnly(t *testing.T) {
+	rng := mrand.New(mrand.NewPCG(17, 18))
+	dst, _ := storetest.Repo(t)
+	srv, err := NewServer(dst, ServerOptions{Tokens: tokensFile(t, "primary "+testToken+" web")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(t.Context(), ln); err == nil || !strings.Contains(err.Error(), "not a loopback address") {
+		t.Errorf("Serve without TLS on %s: %v", ln.Addr(), err)
+	}
+	src, _ := storetest.Repo(t)
+	web, err := src.CreateDisk("web", 1<<20, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewSender(src, "web", Target{Addr: "192.0.2.1:7443", Token: testToken, Insecure: true}, SendOptions{}); err == nil || !strings.Contains(err.Error(), "only allowed to a loopback address") {
+		t.Errorf("an insecure sender to 192.0.2.1: %v", err)
+	}
+	if _, err := NewSender(src, "web", Target{Addr: "192.0.2.1:7443", Token: testToken}, SendOptions{}); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
+		t.Errorf("a sender without a CA: %v", err)
+	}
+	writeRandom(t, src, []store.Disk{web}, 20, rng)
+	s, _ := startSender(t, src, "web", Target{Addr: serve(t, srv), Token: testToken, Insecure: true}, SendOptions{}, nil)
+	waitAcked(t, src, s, 30*time.Second)
+	sameHistory(t, src, dst, "web", 3, rng)
+}
