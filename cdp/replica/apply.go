@@ -179,6 +179,9 @@ func (ss *session) incoming(m *stepsMsg) ([]store.IncomingStep, error) {
 	seq := ss.lastSeq
 	for i := range m.Steps {
 		w := &m.Steps[i]
+		if i > 0 && w.Part != partWhole {
+			return nil, refusef("%v: a part of a step comes alone in its frame", errBadFrame)
+		}
 		if w.Part == partWhole && w.Seq <= seq || w.Part != partWhole && w.Seq < seq {
 			return nil, refusef("%v: step %d comes after step %d", errBadFrame, w.Seq, seq)
 		}

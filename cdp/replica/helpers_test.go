@@ -515,3 +515,14 @@ func (p *proxy) cut() {
 	}
 	p.conns = nil
 }
+
+// repoWith makes a repository with one disk of 4 KiB blocks.
+func repoWith(t testing.TB, name string, size int64) (*store.Repo, store.Disk) {
+	t.Helper()
+	r, _ := storetest.Repo(t)
+	d, err := r.CreateDisk(name, size, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, d
+}

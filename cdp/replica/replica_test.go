@@ -157,7 +157,7 @@ func TestReplicateCuts(t *testing.T) {
 	go func() {
 		defer close(cutter)
 		for ; cuts < 25; cuts++ {
-			time.Sleep(time.Duration(20+rng.IntN(150)) * time.Millisecond)
+			time.Sleep(time.Duration(50+rng.IntN(350)) * time.Millisecond)
 			px.cut()
 		}
 	}()
@@ -205,11 +205,7 @@ func TestReplicateCuts(t *testing.T) {
 func TestReplicateEfficiency(t *testing.T) {
 	rng := mrand.New(mrand.NewPCG(11, 12))
 	dr := newSite(t, "dr", tokensFile(t, "primary "+testToken+" web"), nil)
-	src, _ := storetest.Repo(t)
-	d, err := src.CreateDisk("web", 16<<20, 4096)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, d := repoWith(t, "web", 16<<20)
 	px := newProxy(t, dr.addr, 0)
 	tg := Target{Addr: px.addr(), CA: dr.ca.pem, Token: testToken}
 	write := func(blk int, data []byte) {

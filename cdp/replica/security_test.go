@@ -4,9 +4,11 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"io"
 	mrand "math/rand/v2"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -100,11 +102,7 @@ func TestServerRefusals(t *testing.T) {
 	rng := mrand.New(mrand.NewPCG(7, 8))
 	tokens := tokensFile(t, "primary "+testToken+" web", "other "+otherToken+" db")
 	dr := newSite(t, "dr", tokens, func(o *ServerOptions) { o.HelloTimeout = time.Second })
-	src, _ := storetest.Repo(t)
-	web, err := src.CreateDisk("web", 1<<20, 4096)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, web := repoWith(t, "web", 1<<20)
 	db, err := src.CreateDisk("db", 1<<20, 4096)
 	if err != nil {
 		t.Fatal(err)
@@ -287,11 +285,7 @@ func TestInsecureLoopbackOnly(t *testing.T) {
 	if err := srv.Serve(t.Context(), ln); err == nil || !strings.Contains(err.Error(), "not a loopback address") {
 		t.Errorf("Serve without TLS on %s: %v", ln.Addr(), err)
 	}
-	src, _ := storetest.Repo(t)
-	web, err := src.CreateDisk("web", 1<<20, 4096)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, web := repoWith(t, "web", 1<<20)
 	if _, err := NewSender(src, "web", Target{Addr: "192.0.2.1:7443", Token: testToken, Insecure: true}, SendOptions{}); err == nil || !strings.Contains(err.Error(), "only allowed to a loopback address") {
 		t.Errorf("an insecure sender to 192.0.2.1: %v", err)
 	}
@@ -302,4 +296,55 @@ func TestInsecureLoopbackOnly(t *testing.T) {
 	s, _ := startSender(t, src, "web", Target{Addr: serve(t, srv), Token: testToken, Insecure: true}, SendOptions{}, nil)
 	waitAcked(t, src, s, 30*time.Second)
 	sameHistory(t, src, dst, "web", 3, rng)
+}
+
+// TestMaxConns: connections beyond MaxConns are closed at once and logged.
+func TestMaxConns(t *testing.T) {
+	dr := newSite(t, "dr", tokensFile(t, "primary "+testToken+" web"), func(o *ServerOptions) { o.MaxConns = 2 })
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", dr.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		held = append(held, c)
+	}
+	time.Sleep(100 * time.Millisecond) // both accepted
+	c, err := net.Dial("tcp", dr.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("a third connection read %v, want EOF at once", err)
+	}
+	waitLog(t, dr.log, "more than 2 connections at once")
+	held[0].SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if _, err := held[0].Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("a connection within the bound: %v, want it still open", err)
+	}
+}
+
+// TestNewerStreamReplaces: a second connection for a replica closes the
+// first, which a source whose link broke unnoticed relies on.
+func TestNewerStreamReplaces(t *testing.T) {
+	rng := mrand.New(mrand.NewPCG(21, 22))
+	dr := newSite(t, "dr", tokensFile(t, "primary "+testToken+" web"), nil)
+	src, web := repoWith(t, "web", 1<<20)
+	old := dialRaw(t, dr.addr, dr.ca.pem)
+	send(t, old, helloFrame(t, testToken, "web", web))
+	old.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if ft, _, err := readFrame(old, maxHelloFrame); err != nil || ft != frameWelcome {
+		t.Fatalf("first HELLO: %v %v", ft, err)
+	}
+	writeRandom(t, src, []store.Disk{web}, 20, rng)
+	s, _ := startSender(t, src, "web", Target{Addr: dr.addr, CA: dr.ca.pem, Token: testToken}, SendOptions{}, nil)
+	if _, _, err := readFrame(old, maxHelloFrame); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("the older stream's connection: %v, want it closed", err)
+	}
+	waitAcked(t, src, s, 30*time.Second)
+	waitLog(t, dr.log, "replaced by a newer connection")
+	sameHistory(t, src, dr.r, "web", 3, rng)
 }

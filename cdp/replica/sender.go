@@ -151,6 +151,9 @@ func (s *Sender) Run(ctx context.Context) error {
 	for {
 		s.setState("connecting", "")
 		progressed, err := s.session(ctx)
+		s.mu.Lock()
+		s.connected = false
+		s.mu.Unlock()
 		if ctx.Err() != nil {
 			s.setState("stopped", "")
 			return nil
@@ -159,7 +162,6 @@ func (s *Sender) Run(ctx context.Context) error {
 			backoff = s.minBackoff
 		}
 		s.mu.Lock()
-		s.connected = false
 		s.st.State, s.st.LastError = "retrying", err.Error()
 		s.st.Reconnects++
 		s.mu.Unlock()
@@ -228,7 +230,7 @@ func (s *Sender) welcomed(pos time.Time) error {
 	s.st.State = "streaming"
 	s.ackSeq = seq
 	s.st.AckedTime = pos
-	s.coverage, s.lag = s.coverage[:0], s.lag[:0]
+	s.coverage, s.lag, s.st.LagBytes = s.coverage[:0], s.lag[:0], 0
 	s.advance(seq)
 	return nil
 }

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/hindsight-cdp/hindsight/store"
-	"github.com/hindsight-cdp/hindsight/store/storetest"
 )
 
 // writeOne captures one block of d and makes it durable; it returns the
@@ -48,11 +47,7 @@ func waitState(t *testing.T, s *Sender, ok func(Status) bool, what string) {
 func TestSyncWaitAcked(t *testing.T) {
 	rng := mrand.New(mrand.NewPCG(13, 14))
 	dr := newSite(t, "dr", tokensFile(t, "primary "+testToken+" web,db"), nil)
-	src, _ := storetest.Repo(t)
-	web, err := src.CreateDisk("web", 1<<20, 4096)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, web := repoWith(t, "web", 1<<20)
 	db, err := src.CreateDisk("db", 1<<20, 4096)
 	if err != nil {
 		t.Fatal(err)
@@ -150,19 +145,25 @@ func TestFailoverFailback(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeRandom(t, a.r, []store.Disk{web}, 60, rng)
-	ab, stop := startSender(t, a.r, "web", Target{Addr: b.addr, CA: b.ca.pem, Token: testToken}, SendOptions{}, nil)
+	px := newProxy(t, b.addr, 0)
+	ab, stop := startSender(t, a.r, "web", Target{Addr: px.addr(), CA: b.ca.pem, Token: testToken}, SendOptions{}, func(s *Sender) { s.readTimeout = time.Second })
 	waitAcked(t, a.r, ab, 30*time.Second)
-	stop()
-	writeRandom(t, a.r, []store.Disk{web}, 10, rng) // lost with site A: never sent
 	toA := Target{Addr: a.addr, CA: a.ca.pem, Token: otherToken}
 	if _, err := NewSender(b.r, "web", toA, SendOptions{Failback: true}); !errors.Is(err, store.ErrReplica) {
 		t.Fatalf("a sender of a replica: %v, want ErrReplica", err)
 	}
 
+	// The link breaks; A writes what B never gets; B fails over while A's
+	// stream is still open there: the stream ends, and A is refused after.
+	px.stalled.Store(true)
+	writeRandom(t, a.r, []store.Disk{web}, 10, rng)
 	h, err := b.srv.Failover("web")
 	if err != nil {
 		t.Fatal(err)
 	}
+	px.stalled.Store(false)
+	waitState(t, ab, func(st Status) bool { return strings.Contains(st.LastError, "is a writable disk here") }, "refused after the failover")
+	stop()
 	bweb := b.mustDisk(t, "web")
 	if bweb.Replica != nil || bweb.Handover == nil {
 		t.Fatalf("after failover B's web is %+v", bweb)
@@ -213,5 +214,27 @@ func TestFailoverFailback(t *testing.T) {
 	}
 	if !slices.ContainsFunc(marks, func(bm store.Bookmark) bool { return strings.HasPrefix(bm.Name, "failback-") }) {
 		t.Errorf("A has no failback bookmark: %+v", marks)
+	}
+}
+
+// TestBandwidth: a sender limited to a rate writes no faster than it.
+func TestBandwidth(t *testing.T) {
+	rng := mrand.New(mrand.NewPCG(19, 20))
+	dr := newSite(t, "dr", tokensFile(t, "primary "+testToken+" web"), nil)
+	src, web := repoWith(t, "web", 4<<20)
+	for i := range 600 {
+		if err := src.CaptureAsync(web.Timeline, []store.BlockWrite{{Disk: web, Block: uint64(i), Data: block(rng, 4096)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const limit = 512 << 10
+	start := time.Now()
+	s, _ := startSender(t, src, "web", Target{Addr: dr.addr, CA: dr.ca.pem, Token: testToken}, SendOptions{Bandwidth: limit}, nil)
+	waitAcked(t, src, s, time.Minute)
+	el := time.Since(start)
+	rate := float64(s.Status().WireBytes) / el.Seconds()
+	t.Logf("%d bytes in %v: %.0f bytes/s with a limit of %d", s.Status().WireBytes, el, rate, limit)
+	if rate > 1.2*limit || s.Status().WireBytes < 1<<20 {
+		t.Errorf("%.0f bytes/s over the wire, limit %d", rate, limit)
 	}
 }
