@@ -18,7 +18,10 @@ import (
 	"github.com/hindsight-cdp/hindsight/store/storetest"
 )
 
-const otherToken = "fedcba9876543210fedcba9876543210"
+const (
+	otherToken = "fedcba9876543210fedcba9876543210"
+	rogueToken = "00112233445566778899aabbccddeeff"
+)
 
 // dialRaw opens a TLS connection to a server as a hand-made client.
 func dialRaw(t *testing.T, addr string, ca []byte) net.Conn {
@@ -100,7 +103,7 @@ func failsWith(t *testing.T, r *store.Repo, name string, tg Target, want string)
 // writes nothing, and the legitimate stream never notices.
 func TestServerRefusals(t *testing.T) {
 	rng := mrand.New(mrand.NewPCG(7, 8))
-	tokens := tokensFile(t, "primary "+testToken+" web", "other "+otherToken+" db")
+	tokens := tokensFile(t, "primary "+testToken+" web", "other "+otherToken+" db", "rogue "+rogueToken+" web")
 	dr := newSite(t, "dr", tokens, func(o *ServerOptions) { o.HelloTimeout = time.Second })
 	src, web := repoWith(t, "web", 1<<20)
 	db, err := src.CreateDisk("db", 1<<20, 4096)
@@ -119,11 +122,17 @@ func TestServerRefusals(t *testing.T) {
 			select {
 			case <-stop:
 				return
-			case <-time.After(30 * time.Millisecond):
-				writeRandom(t, src, []store.Disk{web}, 5, wr)
+			case <-time.After(10 * time.Millisecond):
+			}
+			w := []store.BlockWrite{{Disk: web, Block: wr.Uint64N(web.Blocks()), Data: block(wr, web.BlockSize)}}
+			if err := errors.Join(src.CaptureAsync(web.Timeline, w), src.Sync()); err != nil {
+				t.Error(err)
+				return
 			}
 		}
 	}()
+	halt := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	t.Cleanup(halt) // before the repository closes
 	pause := func() { time.Sleep(150 * time.Millisecond) } // below the refusal log's rate bound
 
 	wrong := good
@@ -133,6 +142,11 @@ func TestServerRefusals(t *testing.T) {
 	other := good
 	other.Token = otherToken
 	failsWith(t, src, "web", other, `the token of source "other" does not allow "web"`)
+	pause()
+	waitAcked(t, src, legit, 30*time.Second) // the replica exists
+	rogue := good
+	rogue.Token = rogueToken
+	failsWith(t, src, "web", rogue, `replicates "primary", not "rogue"`)
 	pause()
 	foreign := good
 	foreign.CA = newCA(t).pem
@@ -228,13 +242,12 @@ func TestServerRefusals(t *testing.T) {
 		t.Errorf("a client silent after TLS refused with %q", r)
 	}
 
-	for _, want := range []string{"unknown token", `does not allow \"web\"`, "TLS handshake failed", "no token",
+	for _, want := range []string{"unknown token", `does not allow \"web\"`, `replicates \"primary\", not \"rogue\"`, "TLS handshake failed", "no token",
 		"unknown frame type 77", "malformed frame: HELLO", "frame too large", "content does not match its hash",
 		"block kind 9", "no TLS handshake within 1s", "no HELLO within 1s"} {
 		waitLog(t, dr.log, want)
 	}
-	close(stop)
-	wg.Wait()
+	halt()
 	waitAcked(t, src, legit, 30*time.Second)
 	sameHistory(t, src, dr.r, "web", 5, rng)
 	if st := legit.Status(); st.Reconnects != 0 || st.LastError != "" {

@@ -220,6 +220,15 @@ func (ss *session) hello(ctx context.Context) (*stream, error) {
 	if len(h.Disks) == 0 || len(h.Disks) > 1<<16 {
 		return nil, refusef("%v: HELLO lists %d disks", errBadFrame, len(h.Disks))
 	}
+	// Checked before the name's stream is taken over: a source allowed a
+	// name that another source replicates must not even close that stream.
+	if _, disks, err := s.r.Members(h.Name); err == nil && len(disks) > 0 {
+		if of := disks[0].Replica; of != nil && of.Source != source {
+			return nil, refusef("%q here replicates %q, not %q", h.Name, of.Source, source)
+		} else if of == nil && h.Failback == nil {
+			return nil, refusef("%q is a writable disk here (fail back into it with replicate --failback from the other site)", h.Name)
+		}
+	}
 	ss.name, ss.source = h.Name, source
 	st := &stream{conn: ss.conn, done: make(chan struct{})}
 	if err := s.claim(ctx, h.Name, st); err != nil {
