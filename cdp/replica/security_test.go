@@ -132,7 +132,7 @@ func TestServerRefusals(t *testing.T) {
 		}
 	}()
 	halt := sync.OnceFunc(func() { close(stop); wg.Wait() })
-	t.Cleanup(halt) // before the repository closes
+	t.Cleanup(halt)                                        // before the repository closes
 	pause := func() { time.Sleep(150 * time.Millisecond) } // below the refusal log's rate bound
 
 	wrong := good
