@@ -132,8 +132,10 @@ func TestServerRefusals(t *testing.T) {
 		}
 	}()
 	halt := sync.OnceFunc(func() { close(stop); wg.Wait() })
-	t.Cleanup(halt)                                        // before the repository closes
-	pause := func() { time.Sleep(150 * time.Millisecond) } // below the refusal log's rate bound
+	t.Cleanup(halt) // before the repository closes
+
+	// Refusals come slower than the log's rate bound, so each is logged.
+	pause := func() { time.Sleep(150 * time.Millisecond) }
 
 	wrong := good
 	wrong.Token = "not-the-token-0000000000"
