@@ -283,7 +283,8 @@ func (l *link) add(ctx context.Context, st *store.StreamStep) error {
 	marks := slices.Clone(st.Bookmarks)
 	for _, bm := range marks {
 		l.marksSent[bm.Name] = true
-		size += 512 + len(bm.Quiesce) + len(bm.Files)*4096
+		j, _ := json.Marshal(bm)
+		size += 4 + len(j)
 	}
 	s.read(st.Point.Seq, bytes)
 	l.after, l.readSeq = st.Point.Time, st.Point.Seq
@@ -401,7 +402,12 @@ func (l *link) sendMarks(ctx context.Context, force bool) error {
 		}
 	}
 	for len(fresh) > 0 {
-		n := min(len(fresh), 256)
+		n, size := 0, 0
+		for n < len(fresh) && n < 256 && size < batchContent {
+			j, _ := json.Marshal(fresh[n])
+			size += 4 + len(j)
+			n++
+		}
 		if err := l.enqueue(ctx, &batch{marks: fresh[:n]}); err != nil {
 			return err
 		}

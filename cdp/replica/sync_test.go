@@ -93,6 +93,9 @@ func TestSyncWaitAcked(t *testing.T) {
 		t.Fatalf("WaitAcked returned (%v) with the link stalled, in Stall mode", err)
 	case <-time.After(3 * time.Second):
 	}
+	if st := stall.Status(); st.LagBytes != 4096 || st.LagSeconds <= 0 || st.State != "streaming" {
+		t.Errorf("with one write held up: %+v, want 4096 bytes and some seconds of lag", st)
+	}
 	seq2, _ := writeOne(t, src, db, rng)
 	start := time.Now()
 	if err := async.WaitAcked(context.Background(), seq2); err != nil {
