@@ -9,6 +9,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -167,59 +168,41 @@ func TestServerRefusals(t *testing.T) {
 	failsWith(t, src, "web", expired, "certificate has expired")
 	waitLog(t, expiredLog, "TLS handshake failed")
 
-	raw := func() net.Conn { pause(); return dialRaw(t, dr.addr, dr.ca.pem) }
-	c := raw()
-	send(t, c, helloFrame(t, "", "web", web))
-	if r := refusalOf(t, c); r != "no token" {
-		t.Errorf("HELLO without a token refused with %q", r)
-	}
-	c = raw()
-	send(t, c, []byte{77, 0, 0, 0, 0})
-	if r := refusalOf(t, c); !strings.Contains(r, "malformed frame: unknown frame type 77") {
-		t.Errorf("an unknown frame type refused with %q", r)
-	}
-	c = raw()
-	send(t, c, append([]byte{byte(frameHello), 0, 0, 0, 1}, '{'))
-	if r := refusalOf(t, c); !strings.Contains(r, "malformed frame: HELLO") {
-		t.Errorf("a HELLO of bad JSON refused with %q", r)
-	}
-	c = raw()
-	send(t, c, []byte{byte(frameHello), 0xff, 0xff, 0xff, 0xff})
-	if r := refusalOf(t, c); !strings.Contains(r, "frame too large") {
-		t.Errorf("a frame of 4 GiB refused with %q", r)
-	}
-	// An authenticated source that sends garbage: refused, nothing journaled.
-	c = raw()
-	send(t, c, helloFrame(t, otherToken, "db", db))
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if ft, _, err := readFrame(c, maxHelloFrame); err != nil || ft != frameWelcome {
-		t.Fatalf("HELLO for db: %v %v", ft, err)
-	}
+	// Hand-made clients: before HELLO, and authenticated as the source of
+	// db then sending garbage (refused, nothing journaled).
 	bad, err := appendSteps(nil, &stepsMsg{ID: 1, Steps: []wireStep{{Seq: 1, Time: time.Now(), Blocks: []wireBlock{{Kind: kindRaw, Hash: store.Hash{1}, Content: make([]byte, 4096)}}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	send(t, c, bad)
-	if r := refusalOf(t, c); !strings.Contains(r, "content does not match its hash") {
-		t.Errorf("content under a wrong hash refused with %q", r)
-	}
-	c = raw()
-	send(t, c, helloFrame(t, otherToken, "db", db))
-	readFrame(c, maxHelloFrame)
-	bad[frameHeader+8+1+4+8+8+1+4+2+8] = 9 // the block's kind
-	send(t, c, bad)
-	if r := refusalOf(t, c); !strings.Contains(r, "block kind 9") {
-		t.Errorf("a block of kind 9 refused with %q", r)
-	}
-	c = raw()
-	send(t, c, helloFrame(t, otherToken, "db", db))
-	readFrame(c, maxHelloFrame)
-	big := make([]byte, frameHeader)
-	big[0] = byte(frameSteps)
-	binary.BigEndian.PutUint32(big[1:], MaxFrame+1)
-	send(t, c, big)
-	if r := refusalOf(t, c); !strings.Contains(r, "frame too large") {
-		t.Errorf("a frame over MaxFrame refused with %q", r)
+	badKind := slices.Clone(bad)
+	badKind[frameHeader+8+1+4+8+8+1+4+2+8] = 9 // the block's kind
+	for _, c := range []struct {
+		what  string
+		auth  bool
+		frame []byte
+		want  string
+	}{
+		{"HELLO without a token", false, helloFrame(t, "", "web", web), "no token"},
+		{"an unknown frame type", false, []byte{77, 0, 0, 0, 0}, "malformed frame: unknown frame type 77"},
+		{"a HELLO of bad JSON", false, append([]byte{byte(frameHello), 0, 0, 0, 1}, '{'), "malformed frame: HELLO"},
+		{"a frame of 4 GiB", false, []byte{byte(frameHello), 0xff, 0xff, 0xff, 0xff}, "frame too large"},
+		{"content under a wrong hash", true, bad, "content does not match its hash"},
+		{"a block of kind 9", true, badKind, "block kind 9"},
+		{"a frame over MaxFrame", true, binary.BigEndian.AppendUint32([]byte{byte(frameSteps)}, MaxFrame+1), "frame too large"},
+	} {
+		pause()
+		conn := dialRaw(t, dr.addr, dr.ca.pem)
+		if c.auth {
+			send(t, conn, helloFrame(t, otherToken, "db", db))
+			conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if ft, _, err := readFrame(conn, maxHelloFrame); err != nil || ft != frameWelcome {
+				t.Fatalf("HELLO for db: %v %v", ft, err)
+			}
+		}
+		send(t, conn, c.frame)
+		if r := refusalOf(t, conn); !strings.Contains(r, c.want) {
+			t.Errorf("%s refused with %q, want %q", c.what, r, c.want)
+		}
 	}
 
 	// Slowloris: a connection that says nothing, one that sends one byte,
@@ -239,8 +222,8 @@ func TestServerRefusals(t *testing.T) {
 		}
 	}
 	waitLog(t, dr.log, "no TLS handshake within 1s")
-	c = raw()
-	if r := refusalOf(t, c); r != "no HELLO within 1s" {
+	pause()
+	if r := refusalOf(t, dialRaw(t, dr.addr, dr.ca.pem)); r != "no HELLO within 1s" {
 		t.Errorf("a client silent after TLS refused with %q", r)
 	}
 
