@@ -281,6 +281,7 @@ func (s *Service) ServeReplicas(ctx context.Context, l ReplicaListen) (net.Addr,
 	if l.Log == nil {
 		l.Log = s.log.With("listener", "replication")
 	}
+	l.ServerOptions.Failback = s.unwritten
 	srv, err := replica.NewServer(s.r, l.ServerOptions)
 	if err != nil {
 		return nil, nil, err
@@ -307,8 +308,29 @@ func (s *Service) Replicas() []replica.ReplicaStatus {
 	return srv.Status()
 }
 
-// Failover makes the replica name writable.
+// unwritten refuses a failback into name while a front end writes it.
+func (s *Service) unwritten(name string) error {
+	_, disks, err := s.r.Members(name)
+	if err != nil {
+		return err
+	}
+	for _, d := range disks {
+		if by := s.protectedBy(d.Name); by != "" {
+			return fmt.Errorf("%w: %s is protected here by %s: 'hindsight unprotect %s' first, then the failback brings it back to the divergence", ErrExists, d.Name, by, by)
+		}
+	}
+	return nil
+}
+
+// Failover makes the replica name writable, ending its stream first when
+// the listener takes one.
 func (s *Service) Failover(ctx context.Context, name string) (store.Handover, error) {
+	s.mu.Lock()
+	srv := s.replicaSrv
+	s.mu.Unlock()
+	if srv != nil {
+		return srv.Failover(name)
+	}
 	return Local{R: s.r}.Failover(ctx, name)
 }
 

@@ -110,6 +110,10 @@ type ServerOptions struct {
 	// HelloTimeout bounds how long a connection may take to say HELLO,
 	// IdleTimeout how long a stream may send nothing (0: 10 s and 60 s).
 	HelloTimeout, IdleTimeout time.Duration
+	// Failback, if set, is asked before a failback stream turns the
+	// writable disk or group name into a replica: the service refuses one
+	// that a front end still writes.
+	Failback func(name string) error
 }
 
 // ReplicaStatus is what `hindsight status` shows of one replica.

@@ -241,6 +241,11 @@ func (ss *session) hello(ctx context.Context) (*stream, error) {
 		}
 	}()
 	if f := h.Failback; f != nil {
+		if s.opt.Failback != nil {
+			if err := s.opt.Failback(h.Name); err != nil {
+				return nil, refusef("fail back into %q: %v", h.Name, err)
+			}
+		}
 		if err := s.r.AcceptFailback(ctx, h.Name, source, f.Diverged, f.At); err != nil {
 			return nil, refusef("fail back into %q: %v", h.Name, err)
 		}
