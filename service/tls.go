@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+
+	"github.com/hindsight-cdp/hindsight/cdp/replica"
 )
 
 // ServerTLS loads an NBD endpoint's TLS: a certificate and key, and
@@ -47,9 +49,9 @@ func checkNBD(network, addr string, conf *tls.Config, insecureLocal bool) error 
 		return fmt.Errorf("%w: --insecure-local is for TCP on loopback; the Unix socket needs no such exception", ErrBadSpec)
 	case network == "unix", clientCerts:
 		return nil
-	case !isLoopback(addr) && insecureLocal:
+	case !replica.IsLoopback(addr) && insecureLocal:
 		return fmt.Errorf("%w: --insecure-local is only allowed on a loopback address, not %s: give --tls-cert, --tls-key and --tls-client-ca", ErrBadSpec, addr)
-	case !isLoopback(addr):
+	case !replica.IsLoopback(addr):
 		return fmt.Errorf("%w: %s is not a loopback address: give --tls-cert, --tls-key and --tls-client-ca", ErrBadSpec, addr)
 	case !insecureLocal:
 		return fmt.Errorf("%w: %s is TCP, which every local user can reach: give client certificates (--tls-cert, --tls-key and --tls-client-ca), "+
@@ -60,14 +62,3 @@ func checkNBD(network, addr string, conf *tls.Config, insecureLocal bool) error 
 
 func splitHostPort(addr string) (string, string, error) { return net.SplitHostPort(addr) }
 
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}

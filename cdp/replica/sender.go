@@ -122,7 +122,7 @@ func NewSender(r *store.Repo, name string, t Target, opt SendOptions) (*Sender, 
 		return nil, fmt.Errorf("replica: target address %q: %w", t.Addr, err)
 	}
 	if t.Insecure {
-		if !isLoopback(t.Addr) {
+		if !IsLoopback(t.Addr) {
 			return nil, fmt.Errorf("replica: --insecure (plain TCP) is only allowed to a loopback address, not %s: give the target's CA (--ca)", t.Addr)
 		}
 	} else if s.tls, err = clientTLS(t); err != nil {

@@ -66,8 +66,9 @@ func parseURL(u string) (string, error) {
 	return net.JoinHostPort(p.Hostname(), p.Port()), nil
 }
 
-// isLoopback reports whether addr (host:port) is on this machine only.
-func isLoopback(addr string) bool {
+// IsLoopback reports whether addr (host:port) is on this machine only:
+// where plain TCP may be allowed, here and for the service's NBD exports.
+func IsLoopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return false
