@@ -61,4 +61,3 @@ func checkNBD(network, addr string, conf *tls.Config, insecureLocal bool) error 
 }
 
 func splitHostPort(addr string) (string, string, error) { return net.SplitHostPort(addr) }
-
