@@ -112,3 +112,57 @@ func BenchmarkReplicateDelayed(b *testing.B) {
 	b.ReportMetric(mb/took[1].Seconds(), "delayed-MB/s")
 	b.ReportMetric(took[0].Seconds()/took[1].Seconds(), "delayed/undelayed")
 }
+
+// BenchmarkSyncFlush measures what a flush costs a writer: a 4 KiB write
+// then a flush (Sync, then WaitAcked of what is durable, as the service's
+// Synced hook does), without replication, with asynchronous replication
+// (the flush does not wait for it) and with --sync; beside them the two
+// parts --sync adds: a round trip on the link (a PING answered) and the
+// target's own sync of one such write. Give it one iteration.
+func BenchmarkSyncFlush(b *testing.B) {
+	const flushes = 2000
+	for b.Loop() {
+		for _, mode := range []string{"none", "async", "sync"} {
+			src, d := repoWith(b, "web", 1<<30)
+			wait := func() error { return nil }
+			if mode != "none" {
+				dr := newSite(b, "dr", tokensFile(b, "primary "+testToken+" web"), nil)
+				s, _ := startSender(b, src, "web", Target{Addr: dr.addr, CA: dr.ca.pem, Token: testToken}, SendOptions{Sync: mode == "sync"}, nil)
+				if mode == "sync" {
+					wait = func() error { return s.WaitAcked(b.Context(), src.Durable()) }
+				}
+			}
+			lat := flushLatencies(b, src, d, flushes, wait)
+			b.ReportMetric(lat[len(lat)/2].Seconds()*1e3, mode+"-p50-ms")
+			b.ReportMetric(lat[len(lat)*99/100].Seconds()*1e3, mode+"-p99-ms")
+		}
+		dst, d := repoWith(b, "web", 1<<30)
+		lat := flushLatencies(b, dst, d, flushes, func() error { return nil })
+		b.ReportMetric(lat[len(lat)/2].Seconds()*1e3, "target-sync-p50-ms")
+	}
+}
+
+// flushLatencies times n rounds of a 4 KiB write, Sync and wait.
+func flushLatencies(b *testing.B, r *store.Repo, d store.Disk, n int, wait func() error) []time.Duration {
+	rng := mrand.New(mrand.NewPCG(9, 9))
+	buf := make([]byte, 4096)
+	lat := make([]time.Duration, 0, n)
+	for i := range n {
+		for j := 0; j < len(buf); j += 8 {
+			binary.LittleEndian.PutUint64(buf[j:], rng.Uint64())
+		}
+		start := time.Now()
+		if err := r.CaptureAsync(d.Timeline, []store.BlockWrite{{Disk: d, Block: uint64(i) % d.Blocks(), Data: buf}}); err != nil {
+			b.Fatal(err)
+		}
+		if err := r.Sync(); err != nil {
+			b.Fatal(err)
+		}
+		if err := wait(); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	slices.Sort(lat)
+	return lat
+}
