@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/klauspost/compress/zstd"
 )
 
 // Replication (cdp/replica) reads a timeline's journal point by point on the
@@ -129,7 +131,10 @@ func (r *Repo) DurableWait(ctx context.Context, after uint64) error {
 // than after (the zero time: every point) and at or before position upto.
 // A step carries each block's newest version journaled since the point
 // before it, so a span pruning thinned reads as the one step that remains.
-// fn must not keep the step after it returns.
+// Each step is read from a snapshot of its own: a prune running beside the
+// stream never makes it give an instant that did not exist. Bookmarks are
+// those the timeline had when the stream began. fn must not keep the step
+// after it returns.
 func (r *Repo) StreamAfter(ctx context.Context, tl uint32, after time.Time, upto uint64, fn func(*StreamStep) error) error {
 	members := map[uint32]bool{}
 	disks, err := r.Disks()
@@ -138,64 +143,89 @@ func (r *Repo) StreamAfter(ctx context.Context, tl uint32, after time.Time, upto
 	}
 	for _, d := range disks {
 		if d.Timeline == tl {
+			if err := notClone(d); err != nil {
+				return err
+			}
 			members[d.ID] = true
 		}
 	}
-	var prev uint64
-	lower := pointPrefix(tl)
-	if !after.IsZero() {
-		p, err := r.PointAt(tl, after)
-		if err == nil {
-			prev = p.Seq
-		} else if !errors.Is(err, ErrNoPoint) {
-			return err
-		}
-		lower = append(pointKey(tl, after), 0)
-	}
-	pts, err := r.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(pointPrefix(tl))})
-	if err != nil {
-		return err
-	}
-	defer pts.Close()
 	bms, err := r.Bookmarks(Disk{Timeline: tl})
 	if err != nil {
 		return err
 	}
 	step := &StreamStep{}
 	newest := map[[2]uint64]int{} // disk, block → index in step.Blocks
-	for ok := pts.First(); ok; ok = pts.Next() {
+	var prev uint64               // the position of the point at after
+	for first := true; ; first = false {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		p, err := decodePoint(pts.Key(), pts.Value())
-		if err != nil {
-			return err
-		}
-		if p.Seq > upto {
-			break
-		}
-		step.Point, step.Blocks, step.Bookmarks = p, step.Blocks[:0], step.Bookmarks[:0]
-		clear(newest)
-		if err := r.streamVersions(prev, p.Seq, members, step, newest); err != nil {
+		snap := r.db.NewSnapshot()
+		ok, err := r.streamStep(snap, tl, after, first, &prev, upto, members, step, newest)
+		snap.Close()
+		if err != nil || !ok {
 			return err
 		}
 		for _, bm := range bms {
-			if bm.Seq == p.Seq {
+			if bm.Seq == step.Point.Seq {
 				step.Bookmarks = append(step.Bookmarks, bm)
 			}
 		}
 		if err := fn(step); err != nil {
 			return err
 		}
-		prev = p.Seq
+		after, prev = step.Point.Time, step.Point.Seq
 	}
-	return pts.Error()
+}
+
+// notClone refuses a clone for replication: the stream carries a disk's own
+// versions, and a clone's image also shows its base's, which it would lack.
+func notClone(d Disk) error {
+	if d.Base == nil {
+		return nil
+	}
+	return fmt.Errorf("store: %q is a clone of %q: its journal holds only what was written to it since, not its base, "+
+		"so a replica of it would show other images; replicate a full copy instead (export it and import the image into a new disk)", d.Name, d.Base.Disk)
+}
+
+// streamStep reads into step, from snap, the first point of tl after time
+// after, if it is at or before upto, with the versions journaled in
+// (*prev, its position]; first sets *prev to the position of the point at
+// after (0 if none).
+func (r *Repo) streamStep(snap *pebble.Snapshot, tl uint32, after time.Time, first bool, prev *uint64, upto uint64,
+	members map[uint32]bool, step *StreamStep, newest map[[2]uint64]int) (bool, error) {
+	lower := pointPrefix(tl)
+	if !after.IsZero() {
+		lower = append(pointKey(tl, after), 0)
+	}
+	pts, err := snap.NewIter(&pebble.IterOptions{LowerBound: pointPrefix(tl), UpperBound: prefixEnd(pointPrefix(tl))})
+	if err != nil {
+		return false, err
+	}
+	defer pts.Close()
+	if first && !after.IsZero() && pts.SeekLT(lower) {
+		p, err := decodePoint(pts.Key(), pts.Value())
+		if err != nil {
+			return false, err
+		}
+		*prev = p.Seq
+	}
+	if !pts.SeekGE(lower) {
+		return false, pts.Error()
+	}
+	p, err := decodePoint(pts.Key(), pts.Value())
+	if err != nil || p.Seq > upto {
+		return false, err
+	}
+	step.Point, step.Blocks, step.Bookmarks = p, step.Blocks[:0], step.Bookmarks[:0]
+	clear(newest)
+	return true, r.streamVersions(snap, *prev, p.Seq, members, step, newest)
 }
 
 // streamVersions adds to step the newest version of each block of members
-// journaled in (lo, hi].
-func (r *Repo) streamVersions(lo, hi uint64, members map[uint32]bool, step *StreamStep, newest map[[2]uint64]int) error {
-	it, err := r.db.NewIter(&pebble.IterOptions{
+// journaled in (lo, hi], as snap has them.
+func (r *Repo) streamVersions(snap *pebble.Snapshot, lo, hi uint64, members map[uint32]bool, step *StreamStep, newest map[[2]uint64]int) error {
+	it, err := snap.NewIter(&pebble.IterOptions{
 		LowerBound: be64([]byte{kindJournal}, lo+1),
 		UpperBound: be64([]byte{kindJournal}, hi+1),
 	})
@@ -212,16 +242,21 @@ func (r *Repo) streamVersions(lo, hi uint64, members map[uint32]bool, step *Stre
 		if !members[disk] {
 			continue
 		}
-		v, ok, err := r.get(versionKey(disk, block, seq))
+		v, closer, err := snap.Get(versionKey(disk, block, seq))
+		if errors.Is(err, pebble.ErrNotFound) || (err == nil && !versionValueOK(v)) {
+			if closer != nil {
+				closer.Close()
+			}
+			return fmt.Errorf("store: journal entry %d of block %d of disk %d has no version: %w", seq, block, disk, ErrCorrupt)
+		}
 		if err != nil {
 			return err
 		}
-		if !ok || !versionValueOK(v) {
-			return fmt.Errorf("store: journal entry %d of block %d of disk %d has no version: %w", seq, block, disk, ErrCorrupt)
-		}
 		b := StreamBlock{Disk: disk, Block: block}
 		copy(b.Hash[:], v)
-		if b.loc, err = decodeLocation(v[len(Hash{}):]); err != nil {
+		b.loc, err = decodeLocation(v[len(Hash{}):])
+		closer.Close()
+		if err != nil {
 			return err
 		}
 		if b.loc.flags&flagZero != 0 {
@@ -270,7 +305,8 @@ func (r *Repo) StoredContent(b StreamBlock, blockSize int) (stored []byte, zstd 
 	return stored, loc.flags&flagZstd != 0, nil
 }
 
-// HasContent sets out[i] to whether the repository holds content hs[i].
+// HasContent sets out[i] to whether the repository holds content hs[i]. It
+// waits for the writer: while an IncomingPart is open, ask the part.
 func (r *Repo) HasContent(hs []Hash, out []bool) error {
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
@@ -317,11 +353,12 @@ type IncomingStep struct {
 }
 
 // ApplySteps journals replicated steps on timeline tl, each at its source
-// time (which must come after the timeline's newest), as captured steps:
-// visible at once, durable after the next Sync. Every block sent with
-// content is checked against its hash first, and every block sent without
-// must be held: otherwise nothing is journaled (ErrBadContent,
-// ErrMissingContent).
+// time (which must come after the timeline's newest, and after the step
+// before it), as captured steps: visible at once, durable after the next
+// Sync. Every block sent with content is checked against its hash first,
+// and every block sent without must be held, or sent with content by an
+// earlier block of the call: otherwise nothing is journaled (ErrBadContent,
+// ErrMissingContent, ErrTimeOrder, ErrOutOfRange).
 func (r *Repo) ApplySteps(tl uint32, steps []IncomingStep) error {
 	if err := r.writable(); err != nil {
 		return err
@@ -331,6 +368,9 @@ func (r *Repo) ApplySteps(tl uint32, steps []IncomingStep) error {
 	}
 	es := make([]*entry, len(steps))
 	for i, st := range steps {
+		if st.Time.IsZero() {
+			return fmt.Errorf("%w: replicated step %d of %d has no time", ErrTimeOrder, i+1, len(steps))
+		}
 		e := &entry{tl: tl, at: st.Time, writes: make([]BlockWrite, len(st.Blocks)), prep: make([]prepared, len(st.Blocks))}
 		for j, b := range st.Blocks {
 			if b.Disk.Timeline != tl {
@@ -350,6 +390,21 @@ func (r *Repo) ApplySteps(tl uint32, steps []IncomingStep) error {
 	}
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
+	// Every check comes before the first step's frame is appended: a frame
+	// appended and then refused would be replayed by the next open after a
+	// crash, as a step at the position the next one takes.
+	last, err := r.lastTime(tl)
+	if err != nil {
+		return err
+	}
+	for i, e := range es {
+		if !e.at.After(last) {
+			return fmt.Errorf("%w: replicated step %d of %d is at %s, not after %s (the newest point or bookmark, or the step before)",
+				ErrTimeOrder, i+1, len(es), e.at.UTC().Format(time.RFC3339Nano), last.Format(time.RFC3339Nano))
+		}
+		last = e.at
+	}
+	sent := map[Hash]bool{} // content sent earlier in this call serves the blocks after it
 	for _, e := range es {
 		if len(e.writes) > 0 {
 			if err := r.stillReplica(e.writes[0].Disk); err != nil {
@@ -360,7 +415,10 @@ func (r *Repo) ApplySteps(tl uint32, steps []IncomingStep) error {
 	}
 	for _, e := range es {
 		for j, p := range e.prep {
-			if p.hash == (Hash{}) || p.stored != nil {
+			if p.stored != nil {
+				sent[p.hash] = true
+			}
+			if p.hash == (Hash{}) || p.stored != nil || sent[p.hash] {
 				continue
 			}
 			if _, ok, err := r.holds(p.hash); err != nil {
@@ -371,7 +429,7 @@ func (r *Repo) ApplySteps(tl uint32, steps []IncomingStep) error {
 			}
 		}
 	}
-	_, err := r.captureLocked(es, false)
+	_, err = r.captureLocked(es, false)
 	return err
 }
 
@@ -399,14 +457,17 @@ func (r *Repo) incoming(b IncomingBlock) (prepared, error) {
 	if b.Stored == nil {
 		return prepared{hash: b.Hash}, nil
 	}
-	if len(b.Stored) > maxStored || (!b.Zstd && len(b.Stored) != b.Disk.BlockSize) {
-		return prepared{}, fmt.Errorf("%w: %d bytes for block %d of disk %q", ErrBadContent, len(b.Stored), b.Block, b.Disk.Name)
+	// Content is kept compressed only when that makes it smaller: a larger
+	// frame would cost more than the block, up to maxStored for each.
+	if (b.Zstd && len(b.Stored) >= b.Disk.BlockSize) || (!b.Zstd && len(b.Stored) != b.Disk.BlockSize) {
+		return prepared{}, fmt.Errorf("%w: %d bytes for block %d of disk %q (%d bytes, smaller when compressed)",
+			ErrBadContent, len(b.Stored), b.Block, b.Disk.Name, b.Disk.BlockSize)
 	}
 	plain := b.Stored
 	flags := uint8(flagTried)
 	if b.Zstd {
 		plain = make([]byte, b.Disk.BlockSize)
-		if err := r.segs.decode(plain, b.Stored, flagZstd); err != nil {
+		if err := r.decodeIncoming(plain, b.Stored); err != nil {
 			return prepared{}, fmt.Errorf("%w: block %d of disk %q: %v", ErrBadContent, b.Block, b.Disk.Name, err)
 		}
 		flags |= flagZstd
@@ -418,6 +479,24 @@ func (r *Repo) incoming(b IncomingBlock) (prepared, error) {
 		return prepared{}, nil
 	}
 	return prepared{hash: b.Hash, stored: b.Stored, flags: flags}, nil
+}
+
+// decodeIncoming decodes a zstd frame sent for a block into dst (a
+// block), decoding no more than that: a small frame may claim, or hold,
+// gigabytes, and the repository's own decoder would make room for them.
+func (r *Repo) decodeIncoming(dst, stored []byte) error {
+	r.inDecOnce.Do(func() {
+		r.inDec, r.inDecErr = zstd.NewReader(nil, zstd.WithDecodeAllCapLimit(true),
+			zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)))
+	})
+	if r.inDecErr != nil {
+		return r.inDecErr
+	}
+	out, err := r.inDec.DecodeAll(stored, dst[:0:len(dst)])
+	if err != nil || len(out) != len(dst) || &out[0] != &dst[0] {
+		return fmt.Errorf("compressed content does not decode to a block of %d bytes (%v)", len(dst), err)
+	}
+	return nil
 }
 
 // zeroHash is ZeroHash(n), cached; safe without the writer.
@@ -475,10 +554,15 @@ func (r *Repo) CreateReplica(name, source string, group bool, specs []DiskSpec) 
 		g = &Group{ID: uint32(next), Name: name, Disks: []string{}, Created: now, Replica: of}
 	}
 	disks := make([]Disk, 0, len(specs))
+	names := map[string]bool{name: group}
 	for _, s := range specs {
 		if err := validSpec(s); err != nil {
 			return 0, nil, err
 		}
+		if names[s.Name] {
+			return 0, nil, fmt.Errorf("%w: replica %q names %q twice (as its group or a disk)", ErrDiskExists, name, s.Name)
+		}
+		names[s.Name] = true
 		if group {
 			if err := r.nameFree(s.Name); err != nil {
 				return 0, nil, err
@@ -537,14 +621,21 @@ func sameReplica(name, source string, group bool, specs []DiskSpec, disks []Disk
 }
 
 // Failover makes the replica name (a disk or group) writable at its newest
-// point, records the handover on it and bookmarks it ("failover-<time>").
+// point, records the handover on it and bookmarks it ("failover-<time>"),
+// in one synced batch. The handover's time comes after everything the
+// replica holds, even when the source's clock ran ahead of this one.
 func (r *Repo) Failover(name string) (Handover, error) {
 	if err := r.writable(); err != nil {
 		return Handover{}, err
 	}
+	r.acquire()
+	defer r.wmu.Unlock()
 	tl, disks, err := r.Members(name)
 	if err != nil {
 		return Handover{}, err
+	}
+	if len(disks) == 0 {
+		return Handover{}, fmt.Errorf("%w: group %q has no disks", ErrNotReplica, name)
 	}
 	if disks[0].Replica == nil {
 		return Handover{}, fmt.Errorf("%w: %q is already writable here", ErrNotReplica, name)
@@ -553,30 +644,38 @@ func (r *Repo) Failover(name string) (Handover, error) {
 	if err != nil {
 		return Handover{}, fmt.Errorf("store: fail over %q: it has received nothing yet: %w", name, err)
 	}
-	h := Handover{Source: disks[0].Replica.Source, Diverged: last.Time, At: time.Now().UTC()}
-	if !h.At.After(last.Time) {
-		h.At = last.Time.Add(time.Nanosecond)
-	}
-	err = r.setReplica(name, disks, func(d *ReplicaOf, ho **Handover) (*ReplicaOf, *Handover) { return nil, &h })
+	newest, err := r.lastTime(tl)
 	if err != nil {
 		return Handover{}, err
 	}
-	_, err = r.Mark(disks[0], Bookmark{Name: "failover-" + stamp(h.At), Time: h.At, Kind: KindUser})
-	return h, err
+	now := time.Now().UTC()
+	h := Handover{Source: disks[0].Replica.Source, Diverged: last.Time, At: now}
+	if !h.At.After(newest) {
+		h.At = newest.Add(time.Nanosecond)
+	}
+	bm := Bookmark{Name: "failover-" + stamp(h.At), Disk: timelineName(disks[0]), Seq: last.Seq, Time: h.At, Kind: KindUser, Created: now}
+	b := r.db.NewBatch()
+	defer b.Close()
+	if err := r.replicaRecords(b, disks, nil, &h); err != nil {
+		return Handover{}, err
+	}
+	v, _ := json.Marshal(bm)
+	b.Set(bookmarkKey(tl, bm.Name), v, nil)
+	if err := r.commitSynced(b, r.head.Load()); err != nil {
+		return Handover{}, fmt.Errorf("store: fail over %q: %w", name, err)
+	}
+	r.lastTimes[tl] = h.At // the next write comes after the handover
+	return h, r.publish()
 }
 
 // stamp is a time as a bookmark name can hold it.
 func stamp(t time.Time) string { return t.UTC().Format("20060102T150405.000000000Z") }
 
-// setReplica rewrites the replica and handover records of name's disks
-// (and group) with what set returns, in one synced batch.
-func (r *Repo) setReplica(name string, disks []Disk, set func(*ReplicaOf, **Handover) (*ReplicaOf, *Handover)) error {
-	r.acquire()
-	defer r.wmu.Unlock()
-	b := r.db.NewBatch()
-	defer b.Close()
+// replicaRecords sets in b the replica and handover records of disks (and
+// of their group); the writer is held.
+func (r *Repo) replicaRecords(b *pebble.Batch, disks []Disk, of *ReplicaOf, h *Handover) error {
 	for _, d := range disks {
-		d.Replica, d.Handover = set(d.Replica, &d.Handover)
+		d.Replica, d.Handover = of, h
 		v, _ := json.Marshal(d)
 		b.Set(diskKey(d.Name), v, nil)
 	}
@@ -585,14 +684,11 @@ func (r *Repo) setReplica(name string, disks []Disk, set func(*ReplicaOf, **Hand
 		if err != nil {
 			return err
 		}
-		g.Replica, g.Handover = set(g.Replica, &g.Handover)
+		g.Replica, g.Handover = of, h
 		v, _ := json.Marshal(g)
 		b.Set(groupKey(g.Name), v, nil)
 	}
-	if err := r.commitSynced(b, r.head.Load()); err != nil {
-		return fmt.Errorf("store: replica record of %q: %w", name, err)
-	}
-	return r.publish()
+	return nil
 }
 
 // AcceptFailback turns name, a writable disk or group that shares its
@@ -600,8 +696,10 @@ func (r *Repo) setReplica(name string, disks []Disk, set func(*ReplicaOf, **Hand
 // again: it bookmarks its head ("failback-<time>"), then journals at time at
 // (the other site's handover) one step that brings every block written
 // since diverged back to its content then, so that the stream of what the
-// other site wrote since at follows. Blocks are only re-pointed at content
-// the repository holds: nothing crosses the wire for them.
+// other site wrote since at follows; that step and the replica record are
+// one batch. Blocks are only re-pointed at content the repository holds:
+// nothing crosses the wire for them. Writes to name must have stopped: one
+// at or after at is refused (ErrTimeOrder).
 func (r *Repo) AcceptFailback(ctx context.Context, name, source string, diverged, at time.Time) error {
 	if err := r.writable(); err != nil {
 		return err
@@ -609,6 +707,14 @@ func (r *Repo) AcceptFailback(ctx context.Context, name, source string, diverged
 	tl, disks, err := r.Members(name)
 	if err != nil {
 		return err
+	}
+	if len(disks) == 0 {
+		return fmt.Errorf("%w: group %q has no disks", ErrNotReplica, name)
+	}
+	for _, d := range disks {
+		if err := notClone(d); err != nil {
+			return err
+		}
 	}
 	if disks[0].Replica != nil {
 		if disks[0].Replica.Source != source {
@@ -620,22 +726,24 @@ func (r *Repo) AcceptFailback(ctx context.Context, name, source string, diverged
 	if err != nil || !base.Time.Equal(diverged) {
 		return fmt.Errorf("%w: %q here has no point at %s, the last instant the other site has of it: the two do not share that history", ErrNotReplica, name, diverged.Format(time.RFC3339Nano))
 	}
+	r.acquire()
 	last, err := r.lastTime(tl)
+	r.wmu.Unlock()
 	if err != nil {
 		return err
 	}
 	if !at.After(last) {
 		return fmt.Errorf("%w: %q was written here at %s, after the other site took over at %s: stop writing it here first, or check both clocks", ErrTimeOrder, name, last.Format(time.RFC3339Nano), at.Format(time.RFC3339Nano))
 	}
-	head := r.Head()
 	// The handover, and what this site wrote after the divergence, stay named.
 	if _, err := r.Mark(disks[0], Bookmark{Name: "failback-" + stamp(at), Time: last, Kind: KindUser}); err != nil && !errors.Is(err, ErrBookmarkExists) {
 		return err
 	}
-	st, err := r.Begin(tl, at)
+	st, err := r.Begin(tl, at) // refuses a write that came since
 	if err != nil {
 		return err
 	}
+	head := st.Seq() - 1
 	for _, d := range disks {
 		if err := ctx.Err(); err != nil {
 			st.Abort()
@@ -646,11 +754,12 @@ func (r *Repo) AcceptFailback(ctx context.Context, name, source string, diverged
 			return err
 		}
 	}
-	if _, err := st.Commit(); err != nil {
+	if err := r.replicaRecords(st.b, disks, &ReplicaOf{Source: source, Since: time.Now().UTC()}, nil); err != nil {
+		st.Abort()
 		return err
 	}
-	of := &ReplicaOf{Source: source, Since: time.Now().UTC()}
-	return r.setReplica(name, disks, func(*ReplicaOf, **Handover) (*ReplicaOf, *Handover) { return of, nil })
+	_, err = st.Commit()
+	return err
 }
 
 // revertBlocks puts into st, for each block of d written in (base, head],
@@ -693,7 +802,8 @@ func (r *Repo) revertBlocks(st *Step, d Disk, base, head uint64) error {
 
 // IncomingPart journals a replicated step too large for one ApplySteps, a
 // part at a time. It holds the writer from BeginIncoming to Commit or Abort
-// (other writes of the repository wait), and is durable once Commit returns.
+// (other writes of the repository wait, and so does Repo.HasContent: ask
+// the part instead), and is durable once Commit returns.
 type IncomingPart struct {
 	st      *Step
 	checked bool // the disks were found still a replica
@@ -701,6 +811,9 @@ type IncomingPart struct {
 
 // BeginIncoming starts a replicated step on timeline tl at its source time.
 func (r *Repo) BeginIncoming(tl uint32, at time.Time) (*IncomingPart, error) {
+	if at.IsZero() {
+		return nil, fmt.Errorf("%w: a replicated step has no time", ErrTimeOrder)
+	}
 	st, err := r.Begin(tl, at)
 	if err != nil {
 		return nil, err
@@ -708,8 +821,31 @@ func (r *Repo) BeginIncoming(tl uint32, at time.Time) (*IncomingPart, error) {
 	return &IncomingPart{st: st}, nil
 }
 
+// errPartEnded: a part of a step that was committed or aborted.
+var errPartEnded = errors.New("store: the replicated step has ended (committed or aborted)")
+
+// HasContent is Repo.HasContent for the step's next part: it counts the
+// content of its earlier parts, and does not wait for the writer the step
+// holds.
+func (p *IncomingPart) HasContent(hs []Hash, out []bool) error {
+	if p.st.done {
+		return errPartEnded
+	}
+	for i, h := range hs {
+		_, ok, err := p.st.stored(h)
+		if err != nil {
+			return err
+		}
+		out[i] = ok
+	}
+	return nil
+}
+
 // Put journals blocks of the step, checked as ApplySteps checks them.
 func (p *IncomingPart) Put(blocks []IncomingBlock) error {
+	if p.st.done {
+		return errPartEnded
+	}
 	if len(blocks) > 0 && !p.checked {
 		if err := p.st.r.stillReplica(blocks[0].Disk); err != nil {
 			return err
@@ -734,19 +870,6 @@ func (p *IncomingPart) Put(blocks []IncomingBlock) error {
 		if err := p.st.putPrepared(b.Disk, b.Block, prep); err != nil {
 			return err
 		}
-	}
-	return nil
-}
-
-// HasContent is Repo.HasContent for the stream that holds the writer with
-// p (Repo.HasContent would wait for it): the step's own content counts.
-func (p *IncomingPart) HasContent(hs []Hash, out []bool) error {
-	for i, h := range hs {
-		_, ok, err := p.st.stored(h)
-		if err != nil {
-			return err
-		}
-		out[i] = ok
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/klauspost/compress/zstd"
 )
 
 const (
@@ -94,6 +95,10 @@ type Repo struct {
 	durableMu sync.Mutex    // guards durableCh
 	durableCh chan struct{} // closed when durable moves
 	zeroCache sync.Map      // ZeroHash per block size, without the writer
+	// inDec decodes replicated content, bounded to a block (decodeIncoming).
+	inDec     *zstd.Decoder
+	inDecErr  error
+	inDecOnce sync.Once
 
 	// uncheckedReads skips the read check: set only by BenchmarkReadImage,
 	// to measure what the check costs (A/B in one run).
@@ -332,6 +337,9 @@ func (r *Repo) Close() error {
 	}
 	if r.segs != nil {
 		errs = append(errs, r.segs.close())
+	}
+	if r.inDec != nil {
+		r.inDec.Close() // ErrDecoderClosed from then on
 	}
 	errs = append(errs, r.recs.close())
 	if r.db != nil {
