@@ -330,3 +330,56 @@ func TestPruneRefusesPinned(t *testing.T) {
 	}
 	verifyClean(t, r)
 }
+
+// TestPruneKeepsHeld: a stream's hold (Hold) keeps every point after its
+// position from a prune that keeps nothing else, and other points go;
+// once released they go too.
+func TestPruneKeepsHeld(t *testing.T) {
+	_, r := newRepo(t)
+	d, err := r.CreateDisk("web", 1<<20, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := writeHistory(t, r, d, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), 20, 3)
+	held := h.points[9].Seq
+	r.Hold(d.Timeline, "replicate web", held)
+	if _, err := r.Prune(context.Background(), d.Timeline, PruneOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pts, err := r.Points(d.Timeline, time.Time{}, time.Now(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []Point
+	for _, p := range h.points {
+		if p.Seq > held {
+			want = append(want, p)
+		}
+	}
+	if len(pts) != len(want) {
+		t.Fatalf("held after position %d: %d points remain, want the %d after it", held, len(pts), len(want))
+	}
+	for i, p := range pts {
+		if p.Seq != want[i].Seq || !p.Time.Equal(want[i].Time) {
+			t.Fatalf("point %d is %+v, want %+v", i, p, want[i])
+		}
+		im, err := r.Image(d, p.Seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, d.Size)
+		if _, err := im.ReadAt(got, 0); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, h.images[p.Seq]) {
+			t.Fatalf("held point %d reads otherwise after the prune", p.Seq)
+		}
+	}
+	r.Release(d.Timeline, "replicate web")
+	if _, err := r.Prune(context.Background(), d.Timeline, PruneOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if pts, _ = r.Points(d.Timeline, time.Time{}, time.Now(), 0); len(pts) != 1 {
+		t.Fatalf("released: %d points remain, want the newest alone", len(pts))
+	}
+}
