@@ -105,6 +105,14 @@
 // The inverted sequence in 'v' keys makes "newest version of b at or before p"
 // one SeekGE to (d, b, ^p). Zero blocks carry the zero flag and no content.
 //
+// # Replication
+//
+// StreamAfter reads a timeline point by point for a stream to another
+// site; ApplySteps journals such steps at their source times in a replica
+// (a disk or group whose record names its source, ReplicaOf). A replica's
+// position is the time of its newest point, so nothing beside the steps
+// records it (replica.go, replica_apply.go, replica_failover.go).
+//
 // # Processes
 //
 // One writer holds writer.lock and the pebble database. Other processes (the
