@@ -607,3 +607,89 @@ func reopen(t *testing.T, dir string) *Repo {
 	t.Cleanup(func() { r.Close() })
 	return r
 }
+
+// TestTestFailoverClone: a clone of a replica at one of its points (a test
+// failover) reads that point and takes writes of its own while the stream
+// goes on into the replica; the replica and the point stay as they were.
+func TestTestFailoverClone(t *testing.T) {
+	_, src := newRepo(t)
+	_, dst := newRepo(t)
+	g := newRepGen(5)
+	web := newReplTL(t, src, "web", 32*4096)
+	s := newRepSender(t, src, dst, web, "site-a")
+	for range 20 {
+		web.capture(t, src, g)
+	}
+	if err := src.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	web.learn(t, src)
+	if err := s.run(-1); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	rd := s.ddisks[0]
+	base, err := dst.LastPoint(rd.Timeline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, rd.Size)
+	im, err := dst.Image(rd, base.Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := im.ReadAt(want, 0); err != nil {
+		t.Fatal(err)
+	}
+	clone, err := dst.CloneDisk("web-test", rd, base.Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if clone.Replica != nil {
+		t.Fatal("a clone of a replica is itself marked a replica: it could not be written")
+	}
+	own := bytes.Repeat([]byte{0x5a}, 4096)
+	if _, err := dst.Capture(clone.Timeline, []BlockWrite{{Disk: clone, Block: 3, Data: own}}); err != nil {
+		t.Fatal(err)
+	}
+	for range 20 { // the stream goes on beside the clone
+		web.capture(t, src, g)
+	}
+	if err := src.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	web.learn(t, src)
+	if err := s.run(-1); err != nil {
+		t.Fatalf("the stream stopped beside a clone of its replica: %v", err)
+	}
+	if err := dst.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	s.check()
+	got := make([]byte, rd.Size)
+	if im, err = dst.Image(rd, base.Seq); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := im.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("the replica's point the clone was made from reads otherwise")
+	}
+	copy(want[3*4096:], own)
+	head, err := dst.LastPoint(clone.Timeline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if im, err = dst.Image(clone, head.Seq); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := im.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("the clone does not read as the replica's point with its own write")
+	}
+}
