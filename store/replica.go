@@ -351,6 +351,14 @@ func (r *Repo) ApplySteps(tl uint32, steps []IncomingStep) error {
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
 	for _, e := range es {
+		if len(e.writes) > 0 {
+			if err := r.stillReplica(e.writes[0].Disk); err != nil {
+				return err
+			}
+			break
+		}
+	}
+	for _, e := range es {
 		for j, p := range e.prep {
 			if p.hash == (Hash{}) || p.stored != nil {
 				continue
@@ -365,6 +373,19 @@ func (r *Repo) ApplySteps(tl uint32, steps []IncomingStep) error {
 	}
 	_, err := r.captureLocked(es, false)
 	return err
+}
+
+// stillReplica refuses a stream's steps into d once d was failed over (the
+// writer is held, as Failover holds it to make the change).
+func (r *Repo) stillReplica(d Disk) error {
+	cur, err := r.Disk(d.Name)
+	if err != nil {
+		return err
+	}
+	if cur.Replica == nil || cur.ID != d.ID {
+		return fmt.Errorf("%w: %q is writable here now (failed over): its stream ends", ErrNotReplica, d.Name)
+	}
+	return nil
 }
 
 // incoming checks one replicated block and prepares it for the journal.
@@ -607,10 +628,9 @@ func (r *Repo) AcceptFailback(ctx context.Context, name, source string, diverged
 		return fmt.Errorf("%w: %q was written here at %s, after the other site took over at %s: stop writing it here first, or check both clocks", ErrTimeOrder, name, last.Format(time.RFC3339Nano), at.Format(time.RFC3339Nano))
 	}
 	head := r.Head()
-	if head > base.Seq {
-		if _, err := r.Mark(disks[0], Bookmark{Name: "failback-" + stamp(at), Time: last, Kind: KindUser}); err != nil && !errors.Is(err, ErrBookmarkExists) {
-			return err
-		}
+	// The handover, and what this site wrote after the divergence, stay named.
+	if _, err := r.Mark(disks[0], Bookmark{Name: "failback-" + stamp(at), Time: last, Kind: KindUser}); err != nil && !errors.Is(err, ErrBookmarkExists) {
+		return err
 	}
 	st, err := r.Begin(tl, at)
 	if err != nil {
@@ -674,7 +694,10 @@ func (r *Repo) revertBlocks(st *Step, d Disk, base, head uint64) error {
 // IncomingPart journals a replicated step too large for one ApplySteps, a
 // part at a time. It holds the writer from BeginIncoming to Commit or Abort
 // (other writes of the repository wait), and is durable once Commit returns.
-type IncomingPart struct{ st *Step }
+type IncomingPart struct {
+	st      *Step
+	checked bool // the disks were found still a replica
+}
 
 // BeginIncoming starts a replicated step on timeline tl at its source time.
 func (r *Repo) BeginIncoming(tl uint32, at time.Time) (*IncomingPart, error) {
@@ -687,6 +710,12 @@ func (r *Repo) BeginIncoming(tl uint32, at time.Time) (*IncomingPart, error) {
 
 // Put journals blocks of the step, checked as ApplySteps checks them.
 func (p *IncomingPart) Put(blocks []IncomingBlock) error {
+	if len(blocks) > 0 && !p.checked {
+		if err := p.st.r.stillReplica(blocks[0].Disk); err != nil {
+			return err
+		}
+		p.checked = true
+	}
 	for _, b := range blocks {
 		if err := p.st.check(b.Disk, b.Block, nil); err != nil {
 			return err
