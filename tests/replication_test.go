@@ -356,6 +356,7 @@ func TestReplicationSync(t *testing.T) {
 
 	// The source comes back with its replication; now asynchronous on
 	// link loss, after 1s.
+	w.f.Close() // on the dead tap
 	srcSvc = restartService(t, srcSvc)
 	svcAllRunning(t, srcSvc.proc, src, "s")
 	w = openTap(t, filepath.Join(tap, "s.img"))
@@ -445,6 +446,7 @@ func TestReplicationFailoverFailback(t *testing.T) {
 	withLost := bytes.Clone(model)
 	lostPoint := newestPoint(t, pr, "web")
 	prSvc.proc.kill()
+	w.f.Close() // on the dead tap
 	proxy.close()
 
 	// Failover: DR's newest point is the divergence.
