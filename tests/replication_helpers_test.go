@@ -382,9 +382,29 @@ func waitReplication(t *testing.T, repo, name string, d time.Duration, what stri
 // repo (its source) and returns the replication's status.
 func waitCaughtUp(t *testing.T, repo, disk string, d time.Duration) repStatus {
 	t.Helper()
+	waitPublished(t, repo)
 	head := newestPoint(t, repo, disk).Seq
 	return waitReplication(t, repo, disk, d, fmt.Sprintf("caught up to seq %d", head),
 		func(st repStatus) bool { return st.Acked >= head })
+}
+
+// waitNewestAt waits until disk's newest point on repo, as readers in
+// other processes see it, is at least at at: a target acknowledges what is
+// durable, and publishes it to readers a moment later.
+func waitNewestAt(t *testing.T, repo, disk string, at time.Time) repPoint {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var ps []repPoint
+		out, err := hsQuiet(context.Background(), "--repo", repo, "--json", "points", disk, "--limit", "1")
+		if err == nil && json.Unmarshal([]byte(out), &ps) == nil && len(ps) == 1 && !ps[0].Time.Before(at) {
+			return ps[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s's newest point on %s is not at %s after 10s: %v %s", disk, repo, at.Format(time.RFC3339Nano), err, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // repPoint is one row of `points --json`.
