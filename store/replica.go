@@ -738,6 +738,19 @@ func (p *IncomingPart) Put(blocks []IncomingBlock) error {
 	return nil
 }
 
+// HasContent is Repo.HasContent for the stream that holds the writer with
+// p (Repo.HasContent would wait for it): the step's own content counts.
+func (p *IncomingPart) HasContent(hs []Hash, out []bool) error {
+	for i, h := range hs {
+		_, ok, err := p.st.stored(h)
+		if err != nil {
+			return err
+		}
+		out[i] = ok
+	}
+	return nil
+}
+
 // Commit ends the step: durable and visible.
 func (p *IncomingPart) Commit() (Point, error) { return p.st.Commit() }
 

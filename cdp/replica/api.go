@@ -1,11 +1,8 @@
 package replica
 
 import (
-	"context"
 	"crypto/tls"
-	"errors"
 	"log/slog"
-	"net"
 	"time"
 
 	"github.com/hindsight-cdp/hindsight/store"
@@ -75,7 +72,7 @@ type SendOptions struct {
 	OnLinkLoss  LinkLoss      // "": Stall
 	SyncTimeout time.Duration // 0: 5 s
 	Failback    bool
-	Log         *slog.Logger
+	Log         *slog.Logger // nil: nothing logged
 }
 
 // Status is what `hindsight replications` shows of one Sender.
@@ -103,36 +100,11 @@ type Status struct {
 	LastError    string `json:"last_error,omitempty"`
 }
 
-// Sender streams one disk or group of a writer repository to a target.
-type Sender struct{}
-
-// NewSender prepares the replication of name (a disk or group of r).
-func NewSender(r *store.Repo, name string, t Target, opt SendOptions) (*Sender, error) {
-	return nil, errors.New("replica: not implemented")
-}
-
-// Run streams until ctx ends, connecting again after any failure.
-func (s *Sender) Run(ctx context.Context) error { return errors.New("replica: not implemented") }
-
-// Status reports the stream's state.
-func (s *Sender) Status() Status { return Status{} }
-
-// Acked is the newest source position the target has durable (0: none
-// known yet): retention keeps everything after it.
-func (s *Sender) Acked() uint64 { return 0 }
-
-// WaitAcked returns once the target has position seq durable: what a
-// --sync flush waits for. With OnLinkLoss Async it returns nil after
-// SyncTimeout and marks the stream degraded.
-func (s *Sender) WaitAcked(ctx context.Context, seq uint64) error {
-	return errors.New("replica: not implemented")
-}
-
 // ServerOptions tune a Server.
 type ServerOptions struct {
 	TLS    *tls.Config // nil: plain TCP, only for a loopback listener
 	Tokens *Tokens
-	Log    *slog.Logger
+	Log    *slog.Logger // nil: nothing logged
 	// MaxConns bounds the connections served at once (0: 256).
 	MaxConns int
 	// HelloTimeout bounds how long a connection may take to say HELLO,
@@ -152,33 +124,3 @@ type ReplicaStatus struct {
 	Steps     uint64    `json:"steps_received"`
 	Bytes     uint64    `json:"wire_bytes"`
 }
-
-// Server applies replication streams to a writer repository.
-type Server struct{}
-
-// NewServer makes the server of streams into r.
-func NewServer(r *store.Repo, opt ServerOptions) (*Server, error) {
-	return nil, errors.New("replica: not implemented")
-}
-
-// Serve accepts streams on ln until ctx ends.
-func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	return errors.New("replica: not implemented")
-}
-
-// Status reports every replica the server has seen.
-func (s *Server) Status() []ReplicaStatus { return nil }
-
-// Tokens are the credentials of the sources a server accepts: each token
-// names its source and the disks and groups it may replicate.
-type Tokens struct{}
-
-// LoadTokens reads a tokens file (owner-only: another mode is refused).
-func LoadTokens(path string) (*Tokens, error) { return nil, errors.New("replica: not implemented") }
-
-// ServerTLS loads a server certificate and key for TLS 1.3.
-func ServerTLS(certFile, keyFile string) (*tls.Config, error) {
-	return nil, errors.New("replica: not implemented")
-}
-
-func parseURL(u string) (string, error) { return "", errors.New("replica: not implemented") }

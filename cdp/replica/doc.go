@@ -30,6 +30,7 @@
 //	7 ACK      s→c  seq u64 | time i64: durable up to that source position
 //	8 PING     c→s  empty: the stream is idle, not gone
 //	9 PONG     s→c  empty
+//	10 MARKS   c→s  marks u16 | mark × marks: bookmarks of points already sent
 //
 //	step:   seq u64 | time i64 | part u8 | blocks u32 | block × blocks | marks u16 | mark × marks
 //	block:  disk u16 | block u64 | kind u8 | [hash [32]] | [len u32 | content]
@@ -46,4 +47,42 @@
 // its hash (store.ErrBadContent) and that a block sent by hash alone is
 // held (store.ErrMissingContent): either ends the connection with REFUSE,
 // and the source starts again from the acknowledged position.
+//
+// A step with more blocks than a frame takes (2048, or 8 MiB of content)
+// goes in parts, each alone in its STEPS frame; the target journals it
+// with store.BeginIncoming, which holds its writer until the last part
+// (a source that stalls mid-step holds it up to IdleTimeout). A frame of
+// whole steps is applied all or nothing. A bookmark made after its point
+// was sent (most are: a bookmark names the newest point) follows in MARKS;
+// the target records bookmarks with store.Repo.Mark and skips those it has.
+//
+// # Durability and acknowledgements
+//
+// The target makes applied steps durable and sends ACK with the newest
+// one's source position and time: at once for a frame flagged sync, else
+// once no further frame is waiting in its reader or 50 ms after its last
+// sync (group commit). Before WELCOME it syncs whatever an earlier
+// connection applied, so the position it states is durable. The source's
+// acknowledged position (Sender.Acked) is a journal position of the source
+// repository up to which the whole timeline is on the target: a pass that
+// read everything up to the durable position p, once acknowledged, covers
+// p even if other timelines wrote since, so a --sync flush that made p
+// durable waits for exactly that (Sender.WaitAcked).
+//
+// In Sync mode a batch that would ask for at most 64 hashes skips ASK and
+// carries the content of those not known held: a flush then costs one
+// round trip (STEPS, ACK) rather than two, for at most 64 blocks of content
+// the target might already hold.
+//
+// # Connections
+//
+// One stream per replica name: a second connection for a name replaces
+// the first (closed at once), since a source whose link broke without the
+// target noticing must not wait out IdleTimeout to come back. HELLO must
+// arrive within HelloTimeout of the connection (TLS handshake included),
+// every later frame within IdleTimeout. Refusals (a bad or absent token, a
+// name the token does not allow, a bad version, a malformed or oversized
+// frame, a failed TLS handshake, content that fails its check) are logged
+// at most 10 lines a second, with a count of those left out. The source
+// reconnects after any failure, 0.5 s doubling to 10 s, jittered.
 package replica
