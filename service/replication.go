@@ -294,7 +294,22 @@ func (s *Service) ServeReplicas(ctx context.Context, l ReplicaListen) (net.Addr,
 	s.replicaSrv = srv
 	s.mu.Unlock()
 	s.log.Info("replication listener", "addr", ln.Addr().String(), "tls", l.TLS != nil)
-	return ln.Addr(), func() error { return srv.Serve(ctx, ln) }, nil
+	return ln.Addr(), func() error {
+		go s.publishReplicas(ctx)
+		return srv.Serve(ctx, ln)
+	}, nil
+}
+
+// publishReplicas wakes the publisher whenever the journal is durable
+// further, until ctx ends: replicas' steps come from the listener, not
+// from a device that wakes it, and readers in other processes (export,
+// mount, points, status) see them only once published.
+func (s *Service) publishReplicas(ctx context.Context) {
+	seen := s.r.Durable()
+	for s.r.DurableWait(ctx, seen) == nil {
+		seen = s.r.Durable()
+		s.wake()
+	}
 }
 
 // Replicas lists the replicas the listener has taken streams into.
