@@ -71,11 +71,7 @@ func pruneChild(spec string) error {
 // position kept so far still exists. The seed is printed and can be set
 // with HINDSIGHT_PRUNE_KILL_SEED.
 func TestPruneAndCollectKilled(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("HINDSIGHT_PRUNE_KILL_SEED"); s != "" {
-		seed, _ = strconv.ParseUint(s, 10, 64)
-	}
-	t.Logf("seed %d (HINDSIGHT_PRUNE_KILL_SEED)", seed)
+	seed := killSeed(t, "HINDSIGHT_PRUNE_KILL_SEED")
 	rng := rand.New(rand.NewPCG(seed, 11))
 	dir, r := newRepo(t)
 	d, err := r.CreateDisk("web", 512*4096, 4096)
@@ -182,4 +178,15 @@ func TestPruneAndCollectKilled(t *testing.T) {
 	if inPrune < 20 || inGC < 20 {
 		t.Fatalf("too few kills landed during prune (%d) or gc (%d): the test proves little", inPrune, inGC)
 	}
+}
+
+// killSeed is the seed of a kill test's random moments: env's value when
+// set, to repeat a run, else the clock's; logged either way.
+func killSeed(t *testing.T, env string) uint64 {
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv(env); s != "" {
+		seed, _ = strconv.ParseUint(s, 10, 64)
+	}
+	t.Logf("seed %d (%s)", seed, env)
+	return seed
 }

@@ -158,11 +158,7 @@ func replKillChild(dir string, seed uint64) error {
 // last one finishes the stream. The seed is printed and can be set with
 // HINDSIGHT_REPLICA_KILL_SEED.
 func TestReplicaApplyKilled(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("HINDSIGHT_REPLICA_KILL_SEED"); s != "" {
-		seed, _ = strconv.ParseUint(s, 10, 64)
-	}
-	t.Logf("seed %d (HINDSIGHT_REPLICA_KILL_SEED)", seed)
+	seed := killSeed(t, "HINDSIGHT_REPLICA_KILL_SEED")
 	rng := rand.New(rand.NewPCG(seed, 29))
 	steps := killStream(seed)
 	dir, r := newRepo(t)
