@@ -26,6 +26,15 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	if spec := os.Getenv(replKillEnv); spec != "" { // TestReplicaApplyKilled's child
+		dir, seedText, _ := strings.Cut(spec, "|")
+		seed, _ := strconv.ParseUint(seedText, 10, 64)
+		if err := replKillChild(dir, seed); err != nil {
+			fmt.Println("error", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	os.Exit(m.Run())
 }
 

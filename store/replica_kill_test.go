@@ -66,23 +66,10 @@ func killImage(steps []killStep, n int) []byte {
 	return img
 }
 
-// TestReplicaApplyKillChild is the child: it opens the repository, creates
+// replKillChild is the child (TestMain runs it): it opens the repository, creates
 // the replica (or finds it), resumes the stream after its position with
 // ApplySteps of 1-3 steps (content only where HasContent says it lacks it),
 // and Syncs every few calls, saying "synced N" once steps[:N] are durable.
-func TestReplicaApplyKillChild(t *testing.T) {
-	spec := os.Getenv(replKillEnv)
-	if spec == "" {
-		t.Skip("the child of TestReplicaApplyKilled")
-	}
-	dir, seedText, _ := strings.Cut(spec, "|")
-	seed, _ := strconv.ParseUint(seedText, 10, 64)
-	if err := replKillChild(dir, seed); err != nil {
-		fmt.Println("error", err)
-		os.Exit(1)
-	}
-}
-
 func replKillChild(dir string, seed uint64) error {
 	steps := killStream(seed)
 	r, err := Open(dir, Options{})
@@ -169,7 +156,7 @@ func TestReplicaApplyKilled(t *testing.T) {
 	killed, synced := 0, 0
 	for round := 0; ; round++ {
 		kill := round < kills
-		cmd := exec.Command(os.Args[0], "-test.run=^TestReplicaApplyKillChild$")
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s|%d", replKillEnv, dir, seed))
 		out, err := cmd.StdoutPipe()
 		if err != nil {
