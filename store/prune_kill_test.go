@@ -192,6 +192,7 @@ func TestPruneAndCollectKilled(t *testing.T) {
 // killSeed is the seed of a kill test's random moments: env's value when
 // set, to repeat a run, else the clock's; logged either way.
 func killSeed(t *testing.T, env string) uint64 {
+	t.Helper()
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv(env); s != "" {
 		seed, _ = strconv.ParseUint(s, 10, 64)
